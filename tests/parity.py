@@ -1,0 +1,68 @@
+"""The one shared helper for "compare against a parity file" (../shared/parity, outputs of the original).
+
+``load(name)`` opens ``<parity dir>/<name>`` or skips the test when the folder is absent;
+``nchw_to_nhwc`` converts the original's layout; ``assert_close`` compares and records the max error.
+Set ``AFGAN_TF_PARITY_REPORT=<file>`` to append one JSON line per comparison (used for the issue notes).
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+PARITY_DIR = os.environ.get("AFGAN_TF_PARITY_DIR", os.path.join(_HERE, "..", "..", "shared", "parity"))
+
+
+def parity_path(name):
+    return os.path.join(PARITY_DIR, name)
+
+
+def load(name):
+    path = parity_path(name)
+    if not os.path.isdir(PARITY_DIR):
+        pytest.skip(f"parity folder {PARITY_DIR} is absent")
+    if not os.path.exists(path):
+        pytest.fail(f"parity file {path} is missing although the parity folder exists")
+    return np.load(path, allow_pickle=False)
+
+
+def meta(npz, key):
+    """JSON blob stored as a 0-d unicode array."""
+    return json.loads(str(npz[key]))
+
+
+def nchw_to_nhwc(a):
+    a = np.asarray(a)
+    if a.ndim == 4:
+        return np.transpose(a, (0, 2, 3, 1))
+    return a
+
+
+def nhwc_to_nchw(a):
+    a = np.asarray(a)
+    if a.ndim == 4:
+        return np.transpose(a, (0, 3, 1, 2))
+    return a
+
+
+def assert_close(actual, expected, atol, rtol=0.0, name=""):
+    """Asserts |actual - expected| <= atol + rtol * |expected| elementwise; returns the max abs error."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != expected {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{name}: non-finite values in the result"
+    err = np.abs(actual - expected)
+    max_abs = float(err.max()) if err.size else 0.0
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    report = os.environ.get("AFGAN_TF_PARITY_REPORT")
+    if report:
+        with open(report, "a") as fh:
+            fh.write(json.dumps(dict(name=name, max_abs=max_abs, max_ref=scale, atol=atol, rtol=rtol)) + "\n")
+    bad = err > atol + rtol * np.abs(expected)
+    if np.any(bad):
+        idx = np.unravel_index(np.argmax(err - (atol + rtol * np.abs(expected))), err.shape)
+        raise AssertionError(f"{name}: max abs error {max_abs:.3g} (ref max {scale:.3g}) exceeds atol={atol:g} "
+                             f"rtol={rtol:g}; {int(bad.sum())} of {bad.size} elements; worst at {idx}: "
+                             f"{actual[idx]!r} vs {expected[idx]!r}")
+    return max_abs
