@@ -1,0 +1,124 @@
+"""Training checkpoints: full training state with ``tf.train.CheckpointManager`` and resume resolution.
+
+A checkpoint holds G, D, G_ema, both optimisers (Adam slots and iteration counters), the augmentation pipe
+(its ``p``), and the loop state variables (step, cur_nimg, tick, tick_start_nimg, ADA accumulators, pl_mean,
+seed). The random numbers of the loop are stateless functions of ``(seed, step, phase)``, so ``(seed, step)``
+is the complete RNG state; the data order is a function of ``(seed, step)`` as well (see ``loop.py``).
+
+Atomicity: TensorFlow writes the checkpoint's data and index files under temporary names and renames them when
+complete, and ``CheckpointManager`` then updates the ``checkpoint`` state file with an atomic write. A process
+killed during a save therefore leaves the state file pointing at the previous, complete checkpoint.
+:func:`verify_checkpoint` reads a checkpoint's index back to check it is loadable.
+
+Resume order (``resolve_resume``):
+  1. ``--resume=PATH`` with PATH a run directory, a ``checkpoints/`` directory or a checkpoint prefix
+     (``.../ckpt-12``): the full state is restored (kimg, ADA p, EMA, optimisers continue exactly);
+  2. ``--resume=FILE.pkl|FILE.npz``: weights only (G, D, G_ema), like the original's ``--resume``;
+  3. no ``--resume`` and ``--outdir`` is an existing run directory: continue it in place from its latest
+     checkpoint (from scratch in place if it has none yet);
+  4. otherwise a fresh run in a new numbered directory.
+"""
+import os
+
+import tensorflow as tf
+
+CKPT_DIR = "checkpoints"
+
+
+class ResumeSpec:
+    """What to resume from: ``kind`` in {'fresh', 'full', 'weights', 'inplace'}."""
+
+    def __init__(self, kind, path=None, run_dir=None):
+        self.kind, self.path, self.run_dir = kind, path, run_dir
+
+    def __repr__(self):
+        return f"ResumeSpec(kind={self.kind!r}, path={self.path!r}, run_dir={self.run_dir!r})"
+
+
+def latest_checkpoint(path):
+    """Latest checkpoint prefix for a run dir, a checkpoints dir or a prefix; ``None`` if there is none."""
+    if path is None:
+        return None
+    if os.path.isdir(path):
+        for d in (os.path.join(path, CKPT_DIR), path):
+            if os.path.isdir(d):
+                p = tf.train.latest_checkpoint(d)
+                if p:
+                    return p
+        return None
+    if os.path.exists(path + ".index"):
+        return path
+    return None
+
+
+def resolve_resume(resume, outdir):
+    """Decide how to start (see the module docstring for the order)."""
+    from afgan_tf.training.options import is_run_dir
+    if resume:
+        low = resume.lower()
+        if low.endswith(".pkl") or low.endswith(".npz"):
+            if low.startswith(("http://", "https://")):
+                raise FileNotFoundError(f"--resume={resume}: URLs are not downloaded (offline); "
+                                        f"pass a local file")
+            if not os.path.isfile(resume):
+                raise FileNotFoundError(f"--resume={resume}: file not found")
+            return ResumeSpec("weights", path=resume)
+        ckpt = latest_checkpoint(resume)
+        if ckpt is None:
+            if os.path.exists(resume):
+                raise FileNotFoundError(f"--resume={resume}: no checkpoint found there (expected a run directory "
+                                        f"with {CKPT_DIR}/, a checkpoints directory, a prefix like ckpt-3, or a "
+                                        f".pkl/.npz network file)")
+            raise FileNotFoundError(f"--resume={resume}: no such file or directory")
+        return ResumeSpec("full", path=ckpt)
+    if outdir and is_run_dir(outdir):
+        return ResumeSpec("inplace", path=latest_checkpoint(outdir), run_dir=outdir)
+    return ResumeSpec("fresh")
+
+
+def verify_checkpoint(prefix, expected_keys=()):
+    """Read ``prefix`` back; raise ``ValueError`` naming the file if it is unreadable or lacks a key."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except Exception as e:  # the TF error text names the file
+        raise ValueError(f"checkpoint {prefix} is not readable: {e}") from None
+    names = set(reader.get_variable_to_shape_map())
+    missing = [k for k in expected_keys if not any(n.startswith(k) for n in names)]
+    if missing:
+        raise ValueError(f"checkpoint {prefix} lacks entries {missing}")
+    return names
+
+
+class TrainCheckpoint:
+    """``tf.train.Checkpoint`` of the training objects + a ``CheckpointManager`` in ``<run_dir>/checkpoints``.
+
+    Args:
+      directory: where the checkpoint files go (for non-chief workers of a multi-worker run, a private temp dir).
+      max_to_keep: number of checkpoints kept.
+      **objects: trackables (Keras models, optimisers, tf.Variables, ...).
+    """
+
+    def __init__(self, directory, max_to_keep=3, **objects):
+        self.objects = {k: v for k, v in objects.items() if v is not None}
+        self.ckpt = tf.train.Checkpoint(**self.objects)
+        self.directory = directory
+        self.manager = tf.train.CheckpointManager(self.ckpt, directory, max_to_keep=max_to_keep,
+                                                  checkpoint_name="ckpt")
+
+    def save(self, step):
+        """Save (atomic); returns the prefix written."""
+        return self.manager.save(checkpoint_number=int(step))
+
+    def restore(self, prefix):
+        """Restore everything from ``prefix``; errors name the checkpoint and what did not match."""
+        status = self.ckpt.restore(prefix)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise ValueError(f"checkpoint {prefix} does not match the current training objects (different "
+                             f"network configuration?): {str(e)[:500]}") from None
+        return status
+
+    @property
+    def latest(self):
+        return self.manager.latest_checkpoint

@@ -1,0 +1,223 @@
+"""Training options: config presets, validation and the run directory (spec §5.7, §5.8).
+
+``resolve_options(**flag_values)`` turns the command-line values into one plain, JSON-serialisable dict
+(``training_options.json``) holding everything the loop needs: network kwargs in the original's form
+(``G_kwargs`` / ``D_kwargs``), optimiser, loss, augmentation, EMA and bookkeeping settings. Errors are raised as
+``OptionError`` with a message that names the flag.
+"""
+import json
+import os
+import re
+
+CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2")
+AUG_MODES = ("noaug", "ada", "fixed")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+# Names accepted by the original's --metrics (spec §7); 'none' disables metrics.
+METRIC_NAMES = (
+    "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
+    "fid50k", "kid50k", "pr50k3", "is50k", "ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend",
+)
+
+# Small presets for training on a CPU: they only fill in flags the user did not set explicitly.
+CPU_PRESETS = {
+    "none": {},
+    # ~30k-parameter G at 32x32: a few seconds per kimg on 2 cores; for tests and the main-job demo.
+    "cpu-tiny": dict(res=32, batch=8, cbase=1024, cmax=32, map_depth=2, mbstd_group=4, gamma=0.05,
+                     tick=0.4, snap=5),
+    # a bit more capacity; still minutes per kimg on a laptop CPU.
+    "cpu-small": dict(res=32, batch=16, cbase=2048, cmax=64, map_depth=2, mbstd_group=4, gamma=0.1,
+                      tick=1, snap=5),
+}
+
+# Per-config defaults from the original train.py (spec §5.8 table).
+CONFIG_DEFAULTS = {
+    "stylegan3-t": dict(glr=0.0025, map_depth=2, style_mixing_prob=0.0, pl_weight=0.0, G_reg_interval=None),
+    "stylegan3-r": dict(glr=0.0025, map_depth=2, style_mixing_prob=0.0, pl_weight=0.0, G_reg_interval=None),
+    "stylegan2": dict(glr=0.002, map_depth=8, style_mixing_prob=0.9, pl_weight=2.0, G_reg_interval=4),
+}
+
+
+class OptionError(ValueError):
+    """A training option is invalid; the message names the flag."""
+
+
+def network_kwargs(cfg, batch, cbase, cmax, map_depth, mbstd_group, freezed, fp32, img_resolution,
+                   img_channels, c_dim):
+    """The original train.py's ``G_kwargs`` / ``D_kwargs`` for ``cfg`` (constructor kwargs, spec §5.8)."""
+    if cfg not in CONFIGS:
+        raise OptionError(f"--cfg: unknown config {cfg!r}; expected one of {', '.join(CONFIGS)}")
+    G = dict(z_dim=512, w_dim=512, c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
+             mapping_kwargs=dict(num_layers=map_depth), channel_base=cbase, channel_max=cmax,
+             num_fp16_res=0 if fp32 else 4, conv_clamp=None if fp32 else 256)
+    D = dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels, architecture="resnet",
+             channel_base=cbase, channel_max=cmax, num_fp16_res=0 if fp32 else 4, conv_clamp=None if fp32 else 256,
+             block_kwargs=dict(freeze_layers=freezed), mapping_kwargs=dict(),
+             epilogue_kwargs=dict(mbstd_group_size=mbstd_group))
+    if cfg != "stylegan2":
+        G["magnitude_ema_beta"] = 0.5 ** (batch / (20 * 1e3))
+    if cfg == "stylegan3-r":
+        G.update(conv_kernel=1, channel_base=cbase * 2, channel_max=cmax * 2, use_radial_filters=True)
+    return G, D
+
+
+def resolve_options(*, cfg, batch, gamma, data=None, outdir="training-runs", batch_gpu=None, mirror=False,
+                    aug="ada", target=0.6, p=0.2, kimg=25000.0, tick=4.0, snap=50, seed=0, cbase=32768,
+                    cmax=512, map_depth=None, mbstd_group=4, glr=None, dlr=0.002, freezed=0, resume=None,
+                    metrics="none", fp32=False, desc=None, num_replicas=1, num_workers=1, deterministic=False,
+                    res=64, cond=False, preset="none", img_resolution=None, img_channels=3, c_dim=0,
+                    dataset_name="default", dataset_size=None, mixed_precision=False):
+    """Validate command-line values and return the full option dict (JSON-serialisable).
+
+    ``num_replicas`` is the strategy's ``num_replicas_in_sync`` (all workers); ``img_resolution`` /
+    ``img_channels`` / ``c_dim`` / ``dataset_name`` come from the dataset.
+    """
+    if cfg not in CONFIGS:
+        raise OptionError(f"--cfg: unknown config {cfg!r}; expected one of {', '.join(CONFIGS)}")
+    if aug not in AUG_MODES:
+        raise OptionError(f"--aug: unknown mode {aug!r}; expected one of {', '.join(AUG_MODES)}")
+    if batch is None or int(batch) < 1:
+        raise OptionError(f"--batch: must be a positive integer, got {batch!r}")
+    batch = int(batch)
+    if num_replicas < 1:
+        raise OptionError(f"number of replicas must be >= 1, got {num_replicas}")
+    if batch % num_replicas != 0:
+        raise OptionError(f"--batch={batch} is not divisible by the number of replicas ({num_replicas}); "
+                          f"use a multiple of {num_replicas}")
+    per_replica = batch // num_replicas
+    batch_gpu = per_replica if not batch_gpu else int(batch_gpu)
+    if batch_gpu < 1 or per_replica % batch_gpu != 0:
+        raise OptionError(f"--batch-gpu={batch_gpu} must divide the per-replica batch "
+                          f"(--batch={batch} / {num_replicas} replicas = {per_replica})")
+    if mbstd_group is not None and mbstd_group > 0 and batch_gpu < mbstd_group:
+        raise OptionError(f"--batch-gpu={batch_gpu} is smaller than --mbstd-group={mbstd_group}; "
+                          f"the minibatch-stddev layer needs at least one full group per chunk")
+    if mbstd_group is not None and mbstd_group > 0 and batch_gpu % mbstd_group != 0:
+        raise OptionError(f"--batch-gpu={batch_gpu} is not a multiple of --mbstd-group={mbstd_group}")
+    if gamma is None or gamma < 0:
+        raise OptionError(f"--gamma: must be >= 0, got {gamma!r}")
+    if kimg is None or kimg <= 0:
+        raise OptionError(f"--kimg: must be > 0, got {kimg!r}")
+    if tick is None or tick <= 0:
+        raise OptionError(f"--tick: must be > 0, got {tick!r}")
+    if snap is None or int(snap) < 1:
+        raise OptionError(f"--snap: must be >= 1, got {snap!r}")
+    if not 0 <= p:
+        raise OptionError(f"--p: must be >= 0, got {p}")
+    if not 0 <= target <= 1:
+        raise OptionError(f"--target: must be in [0, 1], got {target}")
+    if freezed < 0:
+        raise OptionError(f"--freezed: must be >= 0, got {freezed}")
+    if cbase < 1 or cmax < 1:
+        raise OptionError(f"--cbase/--cmax must be positive, got {cbase}/{cmax}")
+    metric_list = _parse_metrics(metrics)
+    if desc is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]*", desc):
+        raise OptionError(f"--desc: only letters, digits and _.+- are allowed in a directory name, got {desc!r}")
+
+    d = CONFIG_DEFAULTS[cfg]
+    map_depth = d["map_depth"] if map_depth is None else int(map_depth)
+    glr = d["glr"] if glr is None else float(glr)
+    img_resolution = int(img_resolution if img_resolution is not None else res)
+    G_kwargs, D_kwargs = network_kwargs(cfg, batch, cbase, cmax, map_depth, mbstd_group, freezed,
+                                        fp32, img_resolution, img_channels, c_dim)
+    D_reg_interval = 16
+    r = D_reg_interval / (D_reg_interval + 1)
+    G_reg_interval = d["G_reg_interval"]
+    g_mb = 1.0
+    if G_reg_interval:
+        g_mb = G_reg_interval / (G_reg_interval + 1)
+    opts = dict(
+        cfg=cfg, preset=preset, data=data, dataset_name=dataset_name, dataset_size=dataset_size,
+        res=int(res), outdir=outdir, cond=bool(cond), mirror=bool(mirror),
+        batch_size=batch, batch_gpu=batch_gpu, num_replicas=int(num_replicas), num_workers=int(num_workers),
+        per_replica_batch=per_replica, num_accumulation=per_replica // batch_gpu,
+        G_kwargs=G_kwargs, D_kwargs=D_kwargs,
+        G_opt_kwargs=dict(learning_rate=glr * g_mb, beta_1=0.0, beta_2=0.99 ** g_mb, epsilon=1e-8),
+        D_opt_kwargs=dict(learning_rate=dlr * r, beta_1=0.0, beta_2=0.99 ** r, epsilon=1e-8),
+        glr=glr, dlr=float(dlr), G_reg_interval=G_reg_interval, D_reg_interval=D_reg_interval,
+        loss_kwargs=dict(r1_gamma=float(gamma), style_mixing_prob=d["style_mixing_prob"],
+                         pl_weight=d["pl_weight"], pl_batch_shrink=2, pl_decay=0.01,
+                         blur_init_sigma=10 if cfg == "stylegan3-r" else 0,
+                         blur_fade_kimg=batch * 200 / 32 if cfg == "stylegan3-r" else 0),
+        ema_kimg=batch * 10 / 32, ema_rampup=0.05,
+        aug=aug, augment_p=float(p) if aug == "fixed" else 0.0, ada_target=float(target) if aug == "ada" else None,
+        ada_interval=4, ada_kimg=500,
+        total_kimg=float(kimg), kimg_per_tick=float(tick), network_snapshot_ticks=int(snap),
+        image_snapshot_ticks=int(snap), random_seed=int(seed), metrics=metric_list, fp32=bool(fp32),
+        mixed_precision=bool(mixed_precision and not fp32), desc=desc, resume=resume,
+        deterministic=bool(deterministic),
+    )
+    return opts
+
+
+def _parse_metrics(metrics):
+    if metrics is None:
+        return []
+    if isinstance(metrics, str):
+        items = [m.strip() for m in metrics.split(",") if m.strip()]
+    else:
+        items = list(metrics)
+    if items in ([], ["none"]):
+        return []
+    bad = [m for m in items if m not in METRIC_NAMES]
+    if bad:
+        raise OptionError(f"--metrics: unknown metric(s) {', '.join(bad)}; valid: none, {', '.join(METRIC_NAMES)}")
+    return items
+
+
+def apply_resume_settings(opts, weights_only):
+    """Like the original for --resume=PKL: ADA speed 100 kimg, no EMA ramp-up, no blur (spec §5.7)."""
+    if weights_only:
+        opts["ada_kimg"] = 100
+        opts["ema_rampup"] = None
+        opts["loss_kwargs"]["blur_init_sigma"] = 0
+        opts["loss_kwargs"]["blur_fade_kimg"] = 0
+    return opts
+
+
+RUN_DIR_RE = re.compile(r"^(\d{5})-")
+
+
+def run_dir_name(opts, run_id):
+    """``<5-digit id>-<cfg>-<data>-gpus<N>-batch<B>-gamma<g>[-desc]`` (spec §5.7)."""
+    gamma = opts["loss_kwargs"]["r1_gamma"]
+    name = (f"{run_id:05d}-{opts['cfg']}-{opts['dataset_name']}-gpus{opts['num_replicas']}-"
+            f"batch{opts['batch_size']}-gamma{gamma:g}")
+    if opts.get("desc"):
+        name += f"-{opts['desc']}"
+    return name
+
+
+def next_run_dir(outdir, opts):
+    """Pick the next free run id inside ``outdir`` (not created here)."""
+    ids = []
+    if os.path.isdir(outdir):
+        for n in os.listdir(outdir):
+            m = RUN_DIR_RE.match(n)
+            if m and os.path.isdir(os.path.join(outdir, n)):
+                ids.append(int(m.group(1)))
+    run_id = max(ids, default=-1) + 1
+    return os.path.join(outdir, run_dir_name(opts, run_id))
+
+
+def is_run_dir(path):
+    """A directory written by this trainer (has training_options.json)."""
+    return os.path.isfile(os.path.join(path, "training_options.json"))
+
+
+def write_json_atomic(path, obj):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_options(run_dir):
+    path = os.path.join(run_dir, "training_options.json")
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not a training run directory (training_options.json missing)") from None
