@@ -1,0 +1,7 @@
+"""Low-level ops (NHWC): upfirdn2d and wrappers, bias_act, filtered_lrelu, conv2d_resample, modulated_conv2d.
+
+Every op takes ``impl="auto" | "ref" | "custom"`` where it has a compiled counterpart (see ``_common.resolve_impl``).
+"""
+from .upfirdn2d import setup_filter, upfirdn2d, filter2d, upsample2d, downsample2d
+
+__all__ = ["setup_filter", "upfirdn2d", "filter2d", "upsample2d", "downsample2d"]
