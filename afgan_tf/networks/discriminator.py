@@ -24,6 +24,8 @@ import keras
 from afgan_tf.ops.bias_act import bias_act
 from afgan_tf.ops.conv2d_resample import conv2d_resample
 from afgan_tf.ops.upfirdn2d import setup_filter, downsample2d
+from afgan_tf.networks.layers import (FC, CONV, BUFFER, FILTER, FullyConnectedLayer, OriginalEntry,
+                                      _check_kwargs, _normalize_2nd_moment)
 
 __all__ = ["Conv2dLayer", "FullyConnectedLayer", "MinibatchStdLayer", "DiscriminatorBlock", "DiscriminatorEpilogue",
            "DiscriminatorMapping", "Discriminator"]
@@ -33,107 +35,32 @@ _DEF_GAIN = {"linear": 1.0, "relu": float(np.sqrt(2)), "lrelu": float(np.sqrt(2)
 _FILTER_TOL = 1e-6
 
 
-def _check_kwargs(kind, given, allowed):
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise TypeError(f"{kind}: unknown kwarg(s) {unknown}; allowed: {sorted(allowed)}")
-
-
 def _act_gain(activation):
     if activation not in _DEF_GAIN:
         raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_DEF_GAIN)}")
     return _DEF_GAIN[activation]
 
 
-class _OrigEntry:
-    """One original state_dict entry: how to export / import it."""
+class _NCHWFlattenFC(OriginalEntry):
+    """b4.fc weight: ours ``[(h, w, c), out]`` (NHWC flatten) <-> original ``[out, (c, h, w)]`` (NCHW flatten)."""
+    __slots__ = ("channels", "res")
 
-    def __init__(self, kind, var=None, const=None, shape=None):
-        self.kind, self.var, self.const, self.shape = kind, var, const, shape
+    def __init__(self, name, target, channels, res):
+        super().__init__(name, FC, target)
+        self.channels, self.res = int(channels), int(res)
 
+    def to_original(self):
+        v = np.asarray(keras.ops.convert_to_numpy(self.target))  # [r*r*c, o]
+        c, r, o = self.channels, self.res, v.shape[1]
+        return np.ascontiguousarray(v.reshape(r, r, c, o).transpose(3, 2, 0, 1).reshape(o, c * r * r))
 
-def _to_orig(entry):
-    if entry.kind == "filter":
-        return np.asarray(entry.const, np.float32)
-    v = np.asarray(entry.var.numpy())
-    if entry.kind == "conv":  # [kh, kw, in, out] -> [out, in, kh, kw]
-        return v.transpose(3, 2, 0, 1)
-    if entry.kind == "fc":  # [in, out] -> [out, in]
-        return v.T
-    if entry.kind == "fc_nchw":  # [(h, w, c), out] -> [out, (c, h, w)]
-        r2c, o = v.shape
-        c, r = entry.shape
-        return v.reshape(r, r, c, o).transpose(3, 2, 0, 1).reshape(o, c * r * r)
-    return v
-
-
-def _from_orig(entry, a):
-    if entry.kind == "conv":
-        return a.transpose(2, 3, 1, 0)
-    if entry.kind == "fc":
-        return a.T
-    if entry.kind == "fc_nchw":
-        o = a.shape[0]
-        c, r = entry.shape
-        return a.reshape(o, c, r, r).transpose(2, 3, 1, 0).reshape(r * r * c, o)
-    return a
+    def from_original(self, a):
+        a = np.asarray(a, dtype=np.float32)  # [o, c*r*r]
+        c, r, o = self.channels, self.res, a.shape[0]
+        return np.ascontiguousarray(a.reshape(o, c, r, r).transpose(2, 3, 1, 0).reshape(r * r * c, o))
 
 
 # ----------------------------------------------------------------------------------------------------------------
-
-class FullyConnectedLayer(keras.layers.Layer):
-    """Equalised-lr dense layer (StyleGAN2 flavour, spec §1.7).
-
-    Args:
-        in_features, out_features: sizes.
-        bias: add a bias. bias_init: initial stored bias.
-        activation: ``bias_act`` activation name. lr_multiplier: learning-rate multiplier.
-    Stored kernel ``[in, out]`` ~ N(0, 1)/lr_mul; effective kernel × lr_mul/sqrt(in); effective bias × lr_mul.
-    """
-
-    def __init__(self, in_features, out_features, bias=True, activation="linear", lr_multiplier=1.0, bias_init=0.0,
-                 trainable=True, **kwargs):
-        super().__init__(trainable=trainable, **kwargs)
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.activation = activation
-        self.act_gain = _act_gain(activation)
-        self.lr_multiplier = float(lr_multiplier)
-        self.bias_init = float(bias_init)
-        self.use_bias = bool(bias)
-        self.weight_gain = self.lr_multiplier / np.sqrt(self.in_features)
-        self.weight = self.add_weight(name="weight", shape=(self.in_features, self.out_features),
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0 / self.lr_multiplier),
-                                      trainable=trainable)
-        self.bias = (self.add_weight(name="bias", shape=(self.out_features,),
-                                     initializer=keras.initializers.Constant(self.bias_init), trainable=trainable)
-                     if self.use_bias else None)
-        self.built = True
-
-    def call(self, x):  # [N, in] -> [N, out]
-        w = tf.cast(self.weight, x.dtype) * self.weight_gain
-        x = tf.matmul(x, w)
-        b = None
-        if self.bias is not None:
-            b = tf.cast(self.bias, x.dtype)
-            if self.lr_multiplier != 1:
-                b = b * self.lr_multiplier
-        if self.activation == "linear":
-            return x if b is None else x + b
-        return bias_act(x, b, act=self.activation)
-
-    def orig_entries(self, prefix, flatten_from=None):
-        kind = "fc" if flatten_from is None else "fc_nchw"
-        out = {prefix + "weight": _OrigEntry(kind, self.weight, shape=flatten_from)}
-        if self.bias is not None:
-            out[prefix + "bias"] = _OrigEntry("plain", self.bias)
-        return out
-
-    def get_config(self):
-        cfg = super().get_config()
-        cfg.update(in_features=self.in_features, out_features=self.out_features, bias=self.use_bias,
-                   activation=self.activation, lr_multiplier=self.lr_multiplier, bias_init=self.bias_init)
-        return cfg
-
 
 class Conv2dLayer(keras.layers.Layer):
     """Equalised-lr conv used by D (spec §1.7).
@@ -174,11 +101,11 @@ class Conv2dLayer(keras.layers.Layer):
         b = tf.cast(self.bias, x.dtype) if self.bias is not None else None
         return bias_act(x, b, act=self.activation, gain=act_gain, clamp=act_clamp)
 
-    def orig_entries(self, prefix):
-        out = {prefix + "weight": _OrigEntry("conv", self.weight)}
+    def original_entries(self, prefix):
+        out = [OriginalEntry(prefix + "weight", CONV, self.weight)]
         if self.bias is not None:
-            out[prefix + "bias"] = _OrigEntry("plain", self.bias)
-        out[prefix + "resample_filter"] = _OrigEntry("filter", const=self.resample_filter.numpy())
+            out.append(OriginalEntry(prefix + "bias", BUFFER, self.bias))
+        out.append(OriginalEntry(prefix + "resample_filter", FILTER, self.resample_filter.numpy()))
         return out
 
     def get_config(self):
@@ -288,12 +215,12 @@ class DiscriminatorBlock(keras.layers.Layer):
             x = self.conv1(self.conv0(x))
         return x, img
 
-    def orig_entries(self, prefix):
-        out = {prefix + "resample_filter": _OrigEntry("filter", const=self.resample_filter.numpy())}
+    def original_entries(self, prefix):
+        out = [OriginalEntry(prefix + "resample_filter", FILTER, self.resample_filter.numpy())]
         for name in ("fromrgb", "conv0", "conv1", "skip"):
             layer = getattr(self, name)
             if layer is not None:
-                out.update(layer.orig_entries(f"{prefix}{name}."))
+                out += layer.original_entries(f"{prefix}{name}.")
         return out
 
 
@@ -334,13 +261,15 @@ class DiscriminatorEpilogue(keras.layers.Layer):
             x = tf.reduce_sum(x * cmap, axis=1, keepdims=True) * (1.0 / np.sqrt(self.cmap_dim))  # [N, 1]
         return x
 
-    def orig_entries(self, prefix):
-        out = {}
+    def original_entries(self, prefix):
+        out = []
         if self.fromrgb is not None:
-            out.update(self.fromrgb.orig_entries(prefix + "fromrgb."))
-        out.update(self.conv.orig_entries(prefix + "conv."))
-        out.update(self.fc.orig_entries(prefix + "fc.", flatten_from=(self.in_channels, self.resolution)))
-        out.update(self.out.orig_entries(prefix + "out."))
+            out += self.fromrgb.original_entries(prefix + "fromrgb.")
+        out += self.conv.original_entries(prefix + "conv.")
+        fc = self.fc.original_entries(prefix + "fc.")
+        fc[0] = _NCHWFlattenFC(fc[0].name, fc[0].target, self.in_channels, self.resolution)  # NCHW flatten order
+        out += fc
+        out += self.out.original_entries(prefix + "out.")
         return out
 
 
@@ -374,10 +303,10 @@ class DiscriminatorMapping(keras.layers.Layer):
             x = fc(x)
         return x  # [N, w_dim]
 
-    def orig_entries(self, prefix):
-        out = dict(self.embed.orig_entries(prefix + "embed."))
+    def original_entries(self, prefix):
+        out = self.embed.original_entries(prefix + "embed.")
         for i, fc in enumerate(self.fcs):
-            out.update(fc.orig_entries(f"{prefix}fc{i}."))
+            out += fc.original_entries(f"{prefix}fc{i}.")
         return out
 
 
@@ -406,14 +335,14 @@ class Discriminator(keras.Model):
     def __init__(self, c_dim, img_resolution, img_channels, architecture="resnet", channel_base=32768,
                  channel_max=512, num_fp16_res=4, conv_clamp=256, cmap_dim=None, block_kwargs=None,
                  mapping_kwargs=None, epilogue_kwargs=None, name="discriminator", **kwargs):
-        _check_kwargs("Discriminator", kwargs, _D_KWARGS)
+        _check_kwargs(kwargs, _D_KWARGS, "Discriminator")
         super().__init__(name=name)
         block_kwargs = dict(block_kwargs or {})
         mapping_kwargs = dict(mapping_kwargs or {})
         epilogue_kwargs = dict(epilogue_kwargs or {})
-        _check_kwargs("Discriminator block_kwargs", block_kwargs, _BLOCK_KWARGS)
-        _check_kwargs("Discriminator mapping_kwargs", mapping_kwargs, _MAPPING_KWARGS)
-        _check_kwargs("Discriminator epilogue_kwargs", epilogue_kwargs, _EPILOGUE_KWARGS)
+        _check_kwargs(block_kwargs, _BLOCK_KWARGS, "Discriminator block_kwargs")
+        _check_kwargs(mapping_kwargs, _MAPPING_KWARGS, "Discriminator mapping_kwargs")
+        _check_kwargs(epilogue_kwargs, _EPILOGUE_KWARGS, "Discriminator epilogue_kwargs")
         res = int(img_resolution)
         if res < 4 or res & (res - 1):
             raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
@@ -476,25 +405,26 @@ class Discriminator(keras.Model):
         return (logits, blocks) if return_blocks else logits
 
     # ------------------------------------------------------------------------------------------------------------
-    def _orig_entries(self):
-        out = {}
+    def original_entries(self):
+        """List of :class:`OriginalEntry` in the original's state_dict order."""
+        out = []
         for block in self.blocks:
-            out.update(block.orig_entries(block.name + "."))
+            out += block.original_entries(block.name + ".")
         if self.mapping is not None:
-            out.update(self.mapping.orig_entries("mapping."))
-        out.update(self.b4.orig_entries("b4."))
+            out += self.mapping.original_entries("mapping.")
+        out += self.b4.original_entries("b4.")
         return out
 
     def original_state_dict(self):
         """``{original name: numpy array in the original layout}`` in the original's order."""
-        return {name: _to_orig(e) for name, e in self._orig_entries().items()}
+        return {e.name: e.to_original() for e in self.original_entries()}
 
     def load_original_state_dict(self, sd, strict=True):
-        """Loads the original's state_dict (numpy/torch arrays). Errors name the offending entry.
+        """Loads the original's state_dict (name -> array, original layout). Errors name the offending entry.
 
         ``strict``: unknown and missing entries are errors (otherwise ignored / left as they are). Shapes must
-        always match. ``resample_filter`` buffers are compared with ours (|Δ| <= 1e-6)."""
-        entries = self._orig_entries()
+        always match. ``resample_filter`` buffers are compared with ours (max |diff| <= 1e-6)."""
+        entries = {e.name: e for e in self.original_entries()}
         unknown = [k for k in sd if k not in entries]
         missing = [k for k in entries if k not in sd]
         if strict and unknown:
@@ -508,19 +438,18 @@ class Discriminator(keras.Model):
             if name not in sd:
                 continue
             a = np.asarray(sd[name])
-            expect = _to_orig(e).shape
-            if tuple(a.shape) != tuple(expect):
+            if tuple(a.shape) != tuple(e.shape):
                 raise ValueError(f"Discriminator.load_original_state_dict: entry {name!r} has shape "
-                                 f"{tuple(a.shape)}, expected {tuple(expect)}")
+                                 f"{tuple(a.shape)}, expected {tuple(e.shape)}")
             if not np.issubdtype(a.dtype, np.floating):
                 raise TypeError(f"Discriminator.load_original_state_dict: entry {name!r} has dtype {a.dtype}, "
                                 f"expected floating point")
-            if e.kind == "filter":
-                err = float(np.max(np.abs(a.astype(np.float64) - e.const))) if a.size else 0.0
+            if e.kind == FILTER:
+                err = float(np.max(np.abs(a.astype(np.float64) - e.target))) if a.size else 0.0
                 if err > _FILTER_TOL:
                     raise ValueError(f"Discriminator.load_original_state_dict: filter {name!r} differs from ours "
                                      f"by {err:.3g} (> {_FILTER_TOL:g}); non-default resample_filter?")
                 continue
-            pending.append((e.var, _from_orig(e, a.astype(np.float32))))
-        for var, value in pending:
+            pending.append((e.target, e.from_original(a)))
+        for var, value in pending:  # assign only after every entry was validated
             var.assign(value)
