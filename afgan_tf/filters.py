@@ -15,7 +15,7 @@ import numpy as np
 import scipy.special
 
 __all__ = ["kaiser_atten", "kaiser_beta", "kaiser_window", "design_lowpass_filter", "LayerSpec",
-           "synthesis_schedule", "input_spec"]
+           "synthesis_schedule", "layer_geometry", "input_spec"]
 
 
 def kaiser_atten(numtaps, width):
@@ -192,18 +192,12 @@ def synthesis_schedule(img_resolution, channel_base, channel_max, num_layers=14,
         is_torgb = i == num_layers
         is_crit = i >= num_layers - num_critical
         in_rate, out_rate = int(rates[prev]), int(rates[i])
-        tmp_rate = max(in_rate, out_rate) * (1 if is_torgb else lrelu_upsampling)
-        if tmp_rate % in_rate or tmp_rate % out_rate:
-            raise ValueError(f"layer {i}: temporary rate {tmp_rate} is not a multiple of the in/out rates "
-                             f"{in_rate}/{out_rate}")
-        up, down = tmp_rate // in_rate, tmp_rate // out_rate
-        k = 1 if is_torgb else conv_kernel
-        up_taps = filter_size * up if up > 1 and not is_torgb else 1
-        down_taps = filter_size * down if down > 1 and not is_torgb else 1
         in_size, out_size = int(sizes[prev]), int(sizes[i])
-        pad_total = (out_size - 1) * down + 1 - (in_size + k - 1) * up + up_taps + down_taps - 2
-        pad_lo = (pad_total + up) // 2
-        pad_hi = pad_total - pad_lo
+        g = layer_geometry(is_torgb, in_rate, out_rate, in_size, out_size, conv_kernel, filter_size,
+                           lrelu_upsampling, name=f"layer {i}")
+        tmp_rate, up, down, k = g["tmp_sampling_rate"], g["up"], g["down"], g["conv_kernel"]
+        up_taps, down_taps = g["up_taps"], g["down_taps"]
+        pad_lo, pad_hi = g["padding"][:2]
         out_ch = int(channels[i])
         layers.append(LayerSpec(
             index=i, name=f"L{i}_{out_size}_{out_ch}", is_torgb=is_torgb, is_critically_sampled=is_crit,
@@ -216,6 +210,34 @@ def synthesis_schedule(img_resolution, channel_base, channel_max, num_layers=14,
             down_taps=down_taps, down_radial=bool(use_radial_filters and not is_crit and down_taps > 1),
             padding=(pad_lo, pad_hi, pad_lo, pad_hi)))
     return layers
+
+
+def layer_geometry(is_torgb, in_sampling_rate, out_sampling_rate, in_size, out_size, conv_kernel=3, filter_size=6,
+                   lrelu_upsampling=2, name="layer"):
+    """Derived constants of one SynthesisLayer (spec §3.4): dict(tmp_sampling_rate, up, down, conv_kernel,
+    up_taps, down_taps, padding=(x0, x1, y0, y1)).
+
+    s_tmp = max(s_in, s_out) * (1 if ToRGB else lrelu_upsampling); up = s_tmp/s_in; down = s_tmp/s_out;
+    k = 1 for ToRGB; taps = filter_size * factor (1 = none for factor 1 or ToRGB);
+    P = (out_size-1)*down + 1 - (in_size+k-1)*up + n_up + n_down - 2; lo = (P + up)//2; hi = P - lo.
+    """
+    in_rate, out_rate = int(in_sampling_rate), int(out_sampling_rate)
+    if in_rate != in_sampling_rate or out_rate != out_sampling_rate or in_rate < 1 or out_rate < 1:
+        raise ValueError(f"{name}: sampling rates must be positive integers, got {in_sampling_rate!r}, "
+                         f"{out_sampling_rate!r}")
+    tmp_rate = max(in_rate, out_rate) * (1 if is_torgb else int(lrelu_upsampling))
+    if tmp_rate % in_rate or tmp_rate % out_rate:
+        raise ValueError(f"{name}: temporary rate {tmp_rate} is not a multiple of the in/out rates "
+                         f"{in_rate}/{out_rate}")
+    up, down = tmp_rate // in_rate, tmp_rate // out_rate
+    k = 1 if is_torgb else int(conv_kernel)
+    up_taps = filter_size * up if up > 1 and not is_torgb else 1
+    down_taps = filter_size * down if down > 1 and not is_torgb else 1
+    pad_total = (int(out_size) - 1) * down + 1 - (int(in_size) + k - 1) * up + up_taps + down_taps - 2
+    pad_lo = (pad_total + up) // 2
+    pad_hi = pad_total - pad_lo
+    return dict(tmp_sampling_rate=tmp_rate, up=up, down=down, conv_kernel=k, up_taps=up_taps, down_taps=down_taps,
+                padding=(pad_lo, pad_hi, pad_lo, pad_hi))
 
 
 def input_spec(schedule):

@@ -1,0 +1,17 @@
+"""Keras 3 networks (NHWC): StyleGAN3 generator building blocks, Generator, presets, Discriminator."""
+from .layers import (FullyConnectedLayer, MappingNetwork, SynthesisInput, SynthesisLayer,  # noqa: F401
+                     SynthesisNetwork)
+from .generator import Generator, StateDictError  # noqa: F401
+from . import presets  # noqa: F401
+
+__all__ = ["FullyConnectedLayer", "MappingNetwork", "SynthesisInput", "SynthesisLayer", "SynthesisNetwork",
+           "Generator", "StateDictError", "Discriminator", "presets"]
+
+
+def __getattr__(name):
+    # Imported lazily so that a problem in the discriminator module (written separately) cannot make the
+    # generator unimportable; the import error surfaces when Discriminator is used.
+    if name == "Discriminator":
+        from .discriminator import Discriminator
+        return Discriminator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
