@@ -3,5 +3,6 @@
 Every op takes ``impl="auto" | "ref" | "custom"`` where it has a compiled counterpart (see ``_common.resolve_impl``).
 """
 from .upfirdn2d import setup_filter, upfirdn2d, filter2d, upsample2d, downsample2d
+from .bias_act import ACTIVATIONS, bias_act
 
-__all__ = ["setup_filter", "upfirdn2d", "filter2d", "upsample2d", "downsample2d"]
+__all__ = ["setup_filter", "upfirdn2d", "filter2d", "upsample2d", "downsample2d", "ACTIVATIONS", "bias_act"]
