@@ -1,0 +1,770 @@
+"""The StyleGAN3 training loop on tf.distribute (spec §5.1-§5.7).
+
+One iteration (``Trainer.train_iteration``):
+  1. fetch one real batch from the distributed tf.data iterator (shared by all phases);
+  2. ``Gmain``: non-saturating loss ``softplus(-D(G(z)))`` -> G's Adam;
+  3. ``Dmain``: ``softplus(D(G(z)))`` (G run with ``update_emas=True``) + ``softplus(-D(x))`` -> D's Adam;
+  4. ``Dreg`` (every ``D_reg_interval = 16`` iterations, the first included): lazy R1
+     ``(gamma/2)·|dD(x)/dx|²`` times the interval -> the same D Adam (its lr/beta2 carry the r = 16/17 correction);
+  5. G_ema update (ramp-up), ``cur_nimg += batch``; every 4 iterations the ADA p update from the sign of D's real
+     logits (all replicas, Dmain and Dreg).
+
+Each phase is one ``tf.function`` running ``strategy.run`` over the replicas. Inside a replica the per-replica batch
+is split into ``batch_gpu`` chunks (gradient accumulation). Each chunk's loss is ``sum(per-sample loss)/global_batch``
+(times the lazy gain), so the gradients, summed over chunks and all-reduced (SUM) across replicas by the Keras 3
+optimiser, are the global-batch mean, independent of the number of replicas and of ``batch_gpu``. (The original sums
+chunk means and averages over GPUs: the same direction, a different overall scale, which Adam ignores up to eps.)
+Non-finite gradient entries are sanitised per replica before the optimiser's all-reduce (NaN -> 0, ±inf -> ±1e5);
+a non-finite *loss* stops training with an error and the last good checkpoint is kept.
+
+Random numbers (z, label permutations) are stateless functions of ``(seed, step, phase)`` over the *global* batch, of
+which each replica takes its slice: a run is reproducible across strategies and across resume. The data order is a
+function of ``(seed, step)``: the dataset is rebuilt on resume and the consumed batches skipped.
+
+:func:`run_training` adds the bookkeeping of spec §5.7: run directory, log, stats.jsonl, TensorBoard, ticks,
+image grids, snapshots, checkpoints, SIGTERM/SIGINT handling.
+"""
+import copy
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from afgan_tf.training import stats as stats_lib
+from afgan_tf.training.checkpoint import CKPT_DIR, TrainCheckpoint, verify_checkpoint
+from afgan_tf.training.options import write_json_atomic
+
+PHASE_SEEDS = dict(Gmain=1, Dmain=2, Dreg=3, Greg=4)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN/Inf; training stopped."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small building blocks.
+
+
+def sanitize_gradients(grads):
+    """NaN -> 0, +inf -> 1e5, -inf -> -1e5 (finite values untouched), like the original's ``nan_to_num``."""
+    out = []
+    for g in grads:
+        if g is None:
+            out.append(None)
+            continue
+        if isinstance(g, tf.IndexedSlices):
+            g = tf.convert_to_tensor(g)
+        g = tf.where(tf.math.is_nan(g), tf.zeros_like(g), g)
+        g = tf.where(tf.math.is_inf(g), tf.sign(g) * 1e5, g)
+        out.append(g)
+    return out
+
+
+def ema_beta(batch_size, cur_nimg, ema_kimg, ema_rampup):
+    """``beta = 0.5 ** (batch / max(ema_nimg, 1e-8))`` with ``ema_nimg = min(ema_kimg·1000, cur_nimg·rampup)``."""
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+
+
+def blur_sigma(cur_nimg, blur_init_sigma, blur_fade_kimg):
+    """``sigma = init · max(1 - cur_nimg / (fade_kimg·1000), 0)`` (0 when blur is off)."""
+    if not blur_init_sigma:
+        return 0.0
+    if blur_fade_kimg > 0:
+        return blur_init_sigma * max(1 - cur_nimg / (blur_fade_kimg * 1e3), 0)
+    return float(blur_init_sigma)
+
+
+def blur_images(img, sigma, max_sigma=10.0):
+    """Separable blur ``k[j] ∝ 2^-(j/σ)²``, ``|j| <= floor(3σ)``, zero-padded 'same' (spec §5.5).
+
+    ``sigma`` may be a tensor: the kernel has the static size of ``max_sigma`` and zero taps outside
+    ``floor(3σ)``, so a fading σ does not retrace the step. Identity when ``floor(3σ) == 0``.
+    """
+    # img: [N, H, W, C]
+    r = int(math.floor(3 * max_sigma))
+    sigma = tf.cast(sigma, img.dtype)
+    j = tf.range(-r, r + 1, dtype=img.dtype)                                        # [K]
+    half = tf.floor(3 * sigma)
+    safe = tf.maximum(sigma, 1e-8)
+    k = tf.where(tf.abs(j) <= half, tf.pow(tf.constant(2.0, img.dtype), -tf.square(j / safe)), 0.0)
+    k = k / tf.reduce_sum(k)                                                         # [K], unit sum
+    c = img.shape[-1]
+    kx = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, c, 1])                         # [1, K, C, 1]
+    ky = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, c, 1])                         # [K, 1, C, 1]
+    x = tf.pad(img, [[0, 0], [r, r], [r, r], [0, 0]])                                # zero padding
+    x = tf.nn.depthwise_conv2d(x, kx, [1, 1, 1, 1], "VALID")
+    x = tf.nn.depthwise_conv2d(x, ky, [1, 1, 1, 1], "VALID")                         # [N, H, W, C]
+    return tf.cond(half > 0, lambda: x, lambda: img)
+
+
+def _replica_slice(t, per_replica):
+    """The current replica's rows of a global-batch tensor."""
+    ctx = tf.distribute.get_replica_context()
+    rid = ctx.replica_id_in_sync_group if ctx is not None else 0
+    start = tf.cast(rid, tf.int32) * per_replica
+    return t[start:start + per_replica]
+
+
+def _stat(values):
+    """Per-sample values -> [num, sum, sum of squares] (float32)."""
+    v = tf.reshape(tf.cast(values, tf.float32), [-1])
+    return tf.stack([tf.cast(tf.size(v), tf.float32), tf.reduce_sum(v), tf.reduce_sum(tf.square(v))])
+
+
+def _accumulate(acc, grads):
+    if acc is None:
+        return list(grads)
+    return [a if g is None else (g if a is None else a + g) for a, g in zip(acc, grads)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trainer.
+
+
+class Trainer:
+    """Networks, optimisers, phase steps and loop state for one training run.
+
+    Args:
+      opts: resolved option dict (``options.resolve_options``).
+      strategy: a ``tf.distribute.Strategy``.
+      make_generator / make_discriminator: ``kwargs -> Keras model`` (default: ``afgan_tf.networks``).
+      make_augment_pipe: ``opts -> augment pipe or None`` (default: ``afgan_tf.training.augment`` when
+        ``opts['aug'] != 'noaug'``); the pipe is called as ``pipe(images)`` and has a ``p`` variable.
+      dataset_fn: ``(input_context, per_replica_batch, seed, skip_batches) -> tf.data.Dataset`` of
+        ``(images float32 NHWC in [-1, 1], labels [N, c_dim])``.
+      log: print-like function.
+    """
+
+    def __init__(self, opts, strategy, *, dataset_fn, make_generator=None, make_discriminator=None,
+                 make_augment_pipe=None, log=print):
+        self.opts = opts
+        self.strategy = strategy
+        self.dataset_fn = dataset_fn
+        self.make_generator = make_generator or _default_generator
+        self.make_discriminator = make_discriminator or _default_discriminator
+        self.make_augment_pipe = make_augment_pipe or _default_augment_pipe
+        self.log = log
+        self.batch_size = opts["batch_size"]
+        self.batch_gpu = opts["batch_gpu"]
+        self.per_replica = opts["per_replica_batch"]
+        self.num_chunks = opts["num_accumulation"]
+        self.c_dim = opts["G_kwargs"].get("c_dim", 0)
+        self.r1_gamma = opts["loss_kwargs"]["r1_gamma"]
+        self.D_reg_interval = opts["D_reg_interval"]
+        if strategy.num_replicas_in_sync * self.per_replica != self.batch_size:
+            raise ValueError(f"batch {self.batch_size} != replicas {strategy.num_replicas_in_sync} × per-replica "
+                             f"batch {self.per_replica}; resolve the options with the strategy's replica count")
+        if opts["loss_kwargs"].get("pl_weight", 0) or opts["loss_kwargs"].get("style_mixing_prob", 0):
+            raise NotImplementedError(f"--cfg={opts['cfg']}: style mixing / path-length regularisation "
+                                      f"(the stylegan2 config) are not implemented in this loop yet")
+        # Loop state (Python mirror of the checkpointed variables).
+        self.step = 0
+        self.cur_nimg = 0
+        self.cur_tick = 0
+        self.tick_start_nimg = 0
+        self.ada_sum = 0.0
+        self.ada_num = 0.0
+        self._built = False
+
+    # -- construction -------------------------------------------------------------------------------------------
+
+    def build(self):
+        """Create networks, optimisers, state variables and compile the phase steps (inside strategy.scope())."""
+        o = self.opts
+        with self.strategy.scope():
+            self.G = self.make_generator(copy.deepcopy(o["G_kwargs"]))
+            self.D = self.make_discriminator(copy.deepcopy(o["D_kwargs"]))
+            self.G_ema = self.make_generator(copy.deepcopy(o["G_kwargs"]))
+            self._check_pair(self.G, self.G_ema)
+            for ve, v in zip(self.G_ema.weights, self.G.weights):
+                ve.assign(v)
+            self.augment_pipe = self.make_augment_pipe(o) if o["aug"] != "noaug" else None
+            if self.augment_pipe is not None and o["aug"] == "fixed":
+                self.augment_pipe.p.assign(o["augment_p"])
+            import keras
+            self.G_opt = keras.optimizers.Adam(**o["G_opt_kwargs"], name="G_opt")
+            self.D_opt = keras.optimizers.Adam(**o["D_opt_kwargs"], name="D_opt")
+            self.G_opt.build(self.G.trainable_variables)
+            self.D_opt.build(self.D.trainable_variables)
+            i64 = dict(dtype=tf.int64, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            f32 = dict(dtype=tf.float32, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.state = dict(
+                step=tf.Variable(0, name="step", **i64), cur_nimg=tf.Variable(0, name="cur_nimg", **i64),
+                cur_tick=tf.Variable(0, name="cur_tick", **i64),
+                tick_start_nimg=tf.Variable(0, name="tick_start_nimg", **i64),
+                ada_sum=tf.Variable(0.0, name="ada_sum", **f32), ada_num=tf.Variable(0.0, name="ada_num", **f32),
+                pl_mean=tf.Variable(0.0, name="pl_mean", **f32),
+                seed=tf.Variable(o["random_seed"], name="seed", **i64),
+                batch_size=tf.Variable(self.batch_size, name="batch_size", **i64),
+            )
+        self._g_vars = self.G.trainable_variables
+        self._d_vars = self.D.trainable_variables
+        if not self._g_vars or not self._d_vars:
+            raise ValueError("G and D must have trainable variables")
+        self._ema_pairs = list(zip(self.G_ema.trainable_variables, self.G.trainable_variables))
+        self._buf_pairs = list(zip(self.G_ema.non_trainable_variables, self.G.non_trainable_variables))
+        self._compile_steps()
+        self._built = True
+        return self
+
+    @staticmethod
+    def _check_pair(G, G_ema):
+        a, b = G.weights, G_ema.weights
+        if len(a) != len(b) or any(tuple(x.shape) != tuple(y.shape) for x, y in zip(a, b)):
+            raise ValueError("G_ema does not have the same variables as G (the generator factory must be "
+                             "deterministic in its variable layout)")
+
+    def _compile_steps(self):
+        s = self.strategy
+        red = tf.distribute.ReduceOp.SUM
+
+        def reduce_stats(per_replica):
+            return {k: s.reduce(red, v, axis=None) for k, v in per_replica.items()}
+
+        @tf.function
+        def g_step(reals, labels, step, sigma):
+            return reduce_stats(s.run(self._g_main, args=(reals, labels, step, sigma)))
+
+        @tf.function
+        def d_step(reals, labels, step, sigma):
+            return reduce_stats(s.run(self._d_main, args=(reals, labels, step, sigma)))
+
+        @tf.function
+        def dreg_step(reals, labels, step, sigma):
+            return reduce_stats(s.run(self._d_reg, args=(reals, labels, step, sigma)))
+
+        @tf.function
+        def ema_step(beta):
+            beta = tf.cast(beta, tf.float32)
+            for pe, p in self._ema_pairs:
+                pv = tf.convert_to_tensor(p)
+                pe.assign(pv + (tf.convert_to_tensor(pe) - pv) * tf.cast(beta, pv.dtype))
+            for be, b in self._buf_pairs:
+                be.assign(tf.convert_to_tensor(b))
+
+        self.g_step, self.d_step, self.dreg_step, self.ema_step = g_step, d_step, dreg_step, ema_step
+
+    # -- per-replica phase functions -----------------------------------------------------------------------------
+
+    def _noise(self, step, phase):
+        """Global-batch z for (seed, step, phase), this replica's slice, split into chunks."""
+        seed = tf.stack([tf.cast(self.opts["random_seed"], tf.int64), tf.cast(step, tf.int64) * 8 + phase])
+        z = tf.random.stateless_normal([self.batch_size, self.G.z_dim], seed=seed)  # [B, z_dim]
+        z = _replica_slice(z, self.per_replica)                                     # [b, z_dim]
+        return [z[i * self.batch_gpu:(i + 1) * self.batch_gpu] for i in range(self.num_chunks)]
+
+    def _gen_labels(self, labels, step, phase):
+        """Labels for generated images: a stateless random permutation of the real labels (None if c_dim = 0)."""
+        if not self.c_dim:
+            return [None] * self.num_chunks
+        seed = tf.stack([tf.cast(self.opts["random_seed"], tf.int64), tf.cast(step, tf.int64) * 8 + phase + 4])
+        perm = tf.argsort(tf.random.stateless_uniform([self.per_replica], seed=seed))
+        c = tf.gather(tf.cast(labels, tf.float32), perm)
+        return [c[i * self.batch_gpu:(i + 1) * self.batch_gpu] for i in range(self.num_chunks)]
+
+    def _chunks(self, t):
+        if t is None or not self.c_dim and t.shape.rank == 2 and t.shape[-1] == 0:
+            return [None] * self.num_chunks
+        return [t[i * self.batch_gpu:(i + 1) * self.batch_gpu] for i in range(self.num_chunks)]
+
+    def _run_D(self, img, c, sigma):
+        """D on blurred (config R) and augmented images."""
+        if self.opts["loss_kwargs"]["blur_init_sigma"]:
+            img = blur_images(img, sigma, max_sigma=self.opts["loss_kwargs"]["blur_init_sigma"])
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        return self.D(img, c)
+
+    def _apply(self, opt, grads, variables):
+        # Variables without a gradient in this phase (e.g. D's output bias under R1) are skipped, like torch's Adam.
+        pairs = [(g, v) for g, v in zip(sanitize_gradients(grads), variables) if g is not None]
+        opt.apply_gradients(pairs)
+
+    def _g_main(self, reals, labels, step, sigma):
+        zs = self._noise(step, PHASE_SEEDS["Gmain"])
+        cs = self._gen_labels(labels, step, PHASE_SEEDS["Gmain"])
+        grads, logits_all, loss_all = None, [], []
+        for z, c in zip(zs, cs):
+            with tf.GradientTape() as tape:
+                img = self.G(z, c)                                                       # [n, R, R, C]
+                logits = tf.cast(self._run_D(img, c, sigma), tf.float32)                 # [n, 1]
+                loss = tf.nn.softplus(-logits)                                           # -log(sigmoid(logits))
+                scaled = tf.reduce_sum(loss) / self.batch_size
+            grads = _accumulate(grads, tape.gradient(scaled, self._g_vars))
+            logits_all.append(logits)
+            loss_all.append(loss)
+        self._apply(self.G_opt, grads, self._g_vars)
+        logits, loss = tf.concat(logits_all, 0), tf.concat(loss_all, 0)
+        return {"Loss/scores/fake": _stat(logits), "Loss/signs/fake": _stat(tf.sign(logits)),
+                "Loss/G/loss": _stat(loss)}
+
+    def _d_main(self, reals, labels, step, sigma):
+        zs = self._noise(step, PHASE_SEEDS["Dmain"])
+        cs = self._gen_labels(labels, step, PHASE_SEEDS["Dmain"])
+        xs, rcs = self._chunks(reals), self._chunks(labels if self.c_dim else None)
+        grads, out = None, dict(fake=[], real=[], loss=[])
+        for z, c, x, rc in zip(zs, cs, xs, rcs):
+            img = tf.stop_gradient(self.G(z, c, update_emas=True))                      # [n, R, R, C]
+            with tf.GradientTape() as tape:
+                lf = tf.cast(self._run_D(img, c, sigma), tf.float32)                     # [n, 1]
+                lr = tf.cast(self._run_D(x, rc, sigma), tf.float32)                      # [n, 1]
+                loss = tf.nn.softplus(lf) + tf.nn.softplus(-lr)                          # [n, 1]
+                scaled = tf.reduce_sum(loss) / self.batch_size
+            grads = _accumulate(grads, tape.gradient(scaled, self._d_vars))
+            out["fake"].append(lf)
+            out["real"].append(lr)
+            out["loss"].append(loss)
+        self._apply(self.D_opt, grads, self._d_vars)
+        lf, lr, loss = (tf.concat(out[k], 0) for k in ("fake", "real", "loss"))
+        return {"Loss/scores/fake": _stat(lf), "Loss/signs/fake": _stat(tf.sign(lf)),
+                "Loss/scores/real": _stat(lr), "Loss/signs/real": _stat(tf.sign(lr)), "Loss/D/loss": _stat(loss)}
+
+    def _d_reg(self, reals, labels, step, sigma):
+        xs, rcs = self._chunks(reals), self._chunks(labels if self.c_dim else None)
+        gain = float(self.D_reg_interval)
+        grads, out = None, dict(real=[], pen=[], loss=[])
+        for x, rc in zip(xs, rcs):
+            x = tf.identity(x)
+            with tf.GradientTape() as tape:
+                with tf.GradientTape() as inner:
+                    inner.watch(x)
+                    lr = tf.cast(self._run_D(x, rc, sigma), tf.float32)                  # [n, 1]
+                    total = tf.reduce_sum(lr)
+                g = inner.gradient(total, x)                                             # [n, R, R, C]
+                penalty = tf.reduce_sum(tf.square(tf.cast(g, tf.float32)), axis=[1, 2, 3])  # [n]
+                loss = penalty * (self.r1_gamma / 2)
+                scaled = tf.reduce_sum(loss) * gain / self.batch_size
+            grads = _accumulate(grads, tape.gradient(scaled, self._d_vars))
+            out["real"].append(lr)
+            out["pen"].append(penalty)
+            out["loss"].append(loss)
+        self._apply(self.D_opt, grads, self._d_vars)
+        lr, pen, loss = (tf.concat(out[k], 0) for k in ("real", "pen", "loss"))
+        return {"Loss/scores/real": _stat(lr), "Loss/signs/real": _stat(tf.sign(lr)),
+                "Loss/r1_penalty": _stat(pen), "Loss/D/reg": _stat(loss)}
+
+    # -- data ----------------------------------------------------------------------------------------------------
+
+    def make_iterator(self):
+        """Distributed iterator positioned at ``self.step`` (the data order is a function of seed and step)."""
+        start_step = self.step
+        seed = self.opts["random_seed"]
+        B = self.batch_size
+
+        def ds_fn(ctx):
+            per = ctx.get_per_replica_batch_size(B)
+            skip = start_step * ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            return self.dataset_fn(ctx, per, seed, skip)
+
+        self.dataset = self.strategy.distribute_datasets_from_function(ds_fn)
+        self.iterator = iter(self.dataset)
+        return self.iterator
+
+    # -- one iteration --------------------------------------------------------------------------------------------
+
+    def train_iteration(self, collector=None, timings=None):
+        """Run Gmain, Dmain, [Dreg], EMA, bookkeeping and ADA; returns the phase stats as Python floats."""
+        if not self._built:
+            raise RuntimeError("call build() first")
+        o = self.opts
+        t0 = time.perf_counter()
+        reals, labels = next(self.iterator)
+        step = tf.constant(self.step, tf.int64)
+        sigma = tf.constant(blur_sigma(self.cur_nimg, o["loss_kwargs"]["blur_init_sigma"],
+                                       o["loss_kwargs"]["blur_fade_kimg"]), tf.float32)
+        phases = [("Gmain", self.g_step), ("Dmain", self.d_step)]
+        if self.step % self.D_reg_interval == 0 and self.r1_gamma > 0:
+            phases.append(("Dreg", self.dreg_step))
+        results = {}
+        for name, fn in phases:
+            t = time.perf_counter()
+            res = {k: v.numpy() for k, v in fn(reals, labels, step, sigma).items()}
+            dt = time.perf_counter() - t
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + dt
+            bad = [k for k, v in res.items() if not np.all(np.isfinite(v))]
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite value in {', '.join(bad)} during phase {name} at step {self.step} "
+                    f"(kimg {self.cur_nimg / 1000:.3f}); training stopped")
+            for k, (n, s_, sq) in res.items():
+                if collector is not None:
+                    collector.add(k, n, s_, sq)
+                if k == "Loss/signs/real":
+                    self.ada_num += float(n)
+                    self.ada_sum += float(s_)
+            results[name] = res
+        t = time.perf_counter()
+        beta = ema_beta(self.batch_size, self.cur_nimg, o["ema_kimg"], o["ema_rampup"])
+        self.ema_step(tf.constant(beta, tf.float32))
+        if timings is not None:
+            timings["ema"] = timings.get("ema", 0.0) + time.perf_counter() - t
+        self.cur_nimg += self.batch_size
+        self.step += 1
+        if self.augment_pipe is not None and o["aug"] == "ada" and self.step % o["ada_interval"] == 0:
+            self._ada_update()
+        if timings is not None:
+            timings["iteration"] = timings.get("iteration", 0.0) + time.perf_counter() - t0
+        return results
+
+    def _ada_update(self):
+        o = self.opts
+        if self.ada_num > 0:
+            rt = self.ada_sum / self.ada_num
+            adjust = np.sign(rt - o["ada_target"]) * (self.batch_size * o["ada_interval"]) / (o["ada_kimg"] * 1000)
+            p = float(self.augment_p)
+            self.augment_pipe.p.assign(max(p + adjust, 0.0))
+        self.ada_sum = self.ada_num = 0.0
+
+    @property
+    def augment_p(self):
+        if self.augment_pipe is None:
+            return 0.0
+        return float(tf.convert_to_tensor(self.augment_pipe.p).numpy())
+
+    # -- state <-> checkpoint --------------------------------------------------------------------------------------
+
+    def checkpoint_objects(self):
+        objs = dict(G=self.G, D=self.D, G_ema=self.G_ema, G_opt=self.G_opt, D_opt=self.D_opt, **self.state)
+        if self.augment_pipe is not None:
+            objs["augment_p"] = self.augment_pipe.p
+        return objs
+
+    def push_state(self):
+        """Python loop state -> checkpointed variables."""
+        st = self.state
+        st["step"].assign(self.step)
+        st["cur_nimg"].assign(self.cur_nimg)
+        st["cur_tick"].assign(self.cur_tick)
+        st["tick_start_nimg"].assign(self.tick_start_nimg)
+        st["ada_sum"].assign(self.ada_sum)
+        st["ada_num"].assign(self.ada_num)
+
+    def pull_state(self):
+        """Checkpointed variables -> Python loop state (after a restore)."""
+        st = self.state
+        if int(st["seed"].numpy()) != self.opts["random_seed"]:
+            raise ValueError(f"checkpoint was written with --seed={int(st['seed'].numpy())}, the options say "
+                             f"{self.opts['random_seed']}")
+        if int(st["batch_size"].numpy()) != self.batch_size:
+            raise ValueError(f"checkpoint was written with --batch={int(st['batch_size'].numpy())}, the options say "
+                             f"{self.batch_size}; the data order and EMA would not continue exactly")
+        self.step = int(st["step"].numpy())
+        self.cur_nimg = int(st["cur_nimg"].numpy())
+        self.cur_tick = int(st["cur_tick"].numpy())
+        self.tick_start_nimg = int(st["tick_start_nimg"].numpy())
+        self.ada_sum = float(st["ada_sum"].numpy())
+        self.ada_num = float(st["ada_num"].numpy())
+
+    def load_weights(self, path):
+        """``--resume=PKL|NPZ``: copy G, D, G_ema weights (buffers included) from a network file."""
+        from afgan_tf import convert
+        nets = convert.load_network(path)
+        copied = []
+        for key, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            src = nets.get(key) if isinstance(nets, dict) else None
+            if src is None:
+                continue
+            sd = src.original_state_dict() if hasattr(src, "original_state_dict") else src
+            net.load_original_state_dict(sd, strict=False)
+            copied.append(key)
+        if not copied:
+            raise ValueError(f"--resume={path}: the file holds none of G, D, G_ema")
+        return copied
+
+    def generate_grid(self, z, c=None, batch=None):
+        """G_ema images for a fixed latent grid (numpy, [N, R, R, C])."""
+        batch = batch or self.batch_gpu
+        if not hasattr(self, "_gen_fn"):
+            self._gen_fn = tf.function(lambda z, c: self.G_ema(z, c))
+        out = []
+        for i in range(0, len(z), batch):
+            zc = tf.constant(z[i:i + batch], tf.float32)
+            cc = None if c is None else tf.constant(c[i:i + batch], tf.float32)
+            out.append(self._gen_fn(zc, cc).numpy())
+        return np.concatenate(out, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Defaults wired to the rest of the package.
+
+
+def _default_generator(kwargs):
+    from afgan_tf.networks import Generator
+    return Generator(**kwargs)
+
+
+def _default_discriminator(kwargs):
+    from afgan_tf.networks.discriminator import Discriminator
+    return Discriminator(**kwargs)
+
+
+def _default_augment_pipe(opts):
+    from afgan_tf.training import augment
+    return augment.AugmentPipe(**augment.BGC) if hasattr(augment, "BGC") else augment.AugmentPipe()
+
+
+def array_dataset_fn(images, labels=None, mirror=False, shuffle=True):
+    """dataset_fn over in-memory images (uint8 or float in [-1, 1], NHWC) — small datasets and tests.
+
+    The order is a function of the seed only: a seeded shuffle per epoch over the (optionally x-flipped) set,
+    sharded across input pipelines, batched, with the first ``skip_batches`` batches skipped.
+    """
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 127.5 - 1
+    images = images.astype(np.float32)
+    if labels is None:
+        labels = np.zeros([len(images), 0], np.float32)
+    labels = np.asarray(labels, np.float32)
+    if mirror:
+        images = np.concatenate([images, images[:, :, ::-1]], 0)
+        labels = np.concatenate([labels, labels], 0)
+
+    def fn(ctx, per_replica_batch, seed, skip_batches):
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        if shuffle:
+            ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.repeat()
+        if ctx.num_input_pipelines > 1:
+            ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        ds = ds.batch(per_replica_batch, drop_remainder=True)
+        if skip_batches:
+            ds = ds.skip(skip_batches)
+        return ds.prefetch(2)
+
+    return fn
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The full run with bookkeeping.
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT -> finish the current iteration, save a checkpoint, exit."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handler(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now
+        self.signum = signum
+
+    def restore(self):
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+
+
+def run_training(trainer, run_dir, *, resume=None, is_chief=True, ckpt_ticks=1, ckpt_keep=3,
+                 max_grid_images=64, snapshot_fn=None, metrics_fn=None, real_grid=None, tensorboard=True,
+                 stop_after_steps=None, progress=None):
+    """Train until ``total_kimg`` with the bookkeeping of spec §5.7; returns a status dict.
+
+    Args:
+      trainer: a built :class:`Trainer`.
+      run_dir: the run directory (created by the caller with training_options.json).
+      resume: ``checkpoint.ResumeSpec`` or None.
+      is_chief: only the chief writes logs, grids and snapshots; every worker writes checkpoints (non-chief ones
+        into a private temp directory, as MultiWorkerMirroredStrategy requires).
+      ckpt_ticks: save a checkpoint every this many ticks (and at the end / on SIGTERM).
+      snapshot_fn: ``(path, trainer) -> None`` writes ``network-snapshot-*.npz`` (None: skipped).
+      metrics_fn: ``(name, trainer, run_dir) -> dict`` for each name in ``opts['metrics']``.
+      real_grid: ``(images, labels)`` of the real grid for ``reals.png`` (None: skipped).
+      stop_after_steps: stop (with a checkpoint) after this many iterations of this process (testing).
+      progress: draw a progress bar (default: when stdout is a terminal).
+    """
+    o = trainer.opts
+    strategy = trainer.strategy
+    log = trainer.log
+    if progress is None:
+        progress = sys.stdout.isatty()
+    ckpt_dir = os.path.join(run_dir, CKPT_DIR)
+    if not is_chief:
+        import tempfile
+        ckpt_dir = tempfile.mkdtemp(prefix="afgan-ckpt-worker-")
+    ckpt = TrainCheckpoint(ckpt_dir, max_to_keep=ckpt_keep, **trainer.checkpoint_objects())
+
+    # Resume.
+    weights_only = False
+    if resume is not None and resume.kind in ("full", "inplace") and resume.path:
+        ckpt.restore(resume.path)
+        trainer.pull_state()
+        log(f"Resumed from checkpoint {resume.path}: step {trainer.step}, kimg {trainer.cur_nimg / 1000:.3f}, "
+            f"augment p {trainer.augment_p:.4f}")
+    elif resume is not None and resume.kind == "weights":
+        copied = trainer.load_weights(resume.path)
+        weights_only = True
+        log(f"Loaded weights of {', '.join(copied)} from {resume.path} (optimisers, kimg and p start fresh)")
+
+    writer = stats_lib.StatsWriter(run_dir, tensorboard=tensorboard) if is_chief else None
+    gw, gh = stats_lib.grid_size(o["G_kwargs"]["img_resolution"], max_images=max_grid_images)
+    grid_rng = np.random.RandomState(o["random_seed"] + 123)
+    grid_z = grid_rng.randn(gw * gh, trainer.G.z_dim).astype(np.float32)
+    grid_c = None
+    if trainer.c_dim and real_grid is not None and real_grid[1] is not None:
+        grid_c = np.resize(np.asarray(real_grid[1], np.float32), [gw * gh, trainer.c_dim])
+    if is_chief and trainer.step == 0:
+        if real_grid is not None:
+            imgs = np.asarray(real_grid[0])
+            imgs = np.resize(imgs, [gw * gh] + list(imgs.shape[1:]))
+            stats_lib.save_image_grid(imgs, os.path.join(run_dir, "reals.png"), gw, gh,
+                                      drange=(0, 255) if imgs.dtype == np.uint8 else (-1, 1))
+        grid = stats_lib.save_image_grid(trainer.generate_grid(grid_z, grid_c), os.path.join(run_dir, "fakes_init.png"),
+                                         gw, gh)
+        writer.image("Images/fakes", grid, 0)
+
+    trainer.make_iterator()
+    stop = _StopRequest().install()
+    total_nimg = int(round(o["total_kimg"] * 1000))
+    tick_nimg = o["kimg_per_tick"] * 1000
+    start_time = time.time()
+    tick_start_time = start_time
+    maintenance_time = 0.0
+    collector = stats_lib.Collector()
+    timings = {}
+    steps_this_process = 0
+    status = dict(done=False, interrupted=None, step=None, kimg=None, error=None)
+    start_nimg = trainer.cur_nimg
+    tick_nimg_start_proc = trainer.cur_nimg
+    last_ckpt = ckpt.latest
+    any_stop = _make_agree_fn(strategy)
+    log(f"Training for {o['total_kimg']:g} kimg (batch {o['batch_size']}, {strategy.num_replicas_in_sync} "
+        f"replica(s), batch_gpu {o['batch_gpu']}) ...")
+
+    def save_ckpt(reason):
+        nonlocal last_ckpt
+        trainer.push_state()
+        path = ckpt.save(trainer.step)
+        if is_chief:
+            verify_checkpoint(path)
+            log(f"Saved checkpoint {path} ({reason})")
+        last_ckpt = path
+        return path
+
+    try:
+        done = trainer.cur_nimg >= total_nimg
+        while not done:
+            trainer.train_iteration(collector, timings)
+            steps_this_process += 1
+            done = trainer.cur_nimg >= total_nimg
+            if progress and is_chief:
+                bar = stats_lib.progress_bar(trainer.cur_nimg - trainer.tick_start_nimg, tick_nimg,
+                                             prefix=f"tick {trainer.cur_tick} ")
+                sys.__stdout__.write("\r" + bar)
+                sys.__stdout__.flush()
+            want_stop = stop.signum is not None or (stop_after_steps is not None
+                                                   and steps_this_process >= stop_after_steps)
+            if any_stop(want_stop):
+                status["interrupted"] = signal.Signals(stop.signum).name if stop.signum else "stop_after_steps"
+                save_ckpt(f"interrupted by {status['interrupted']}")
+                break
+            if (not done) and trainer.cur_tick != 0 and trainer.cur_nimg < trainer.tick_start_nimg + tick_nimg:
+                continue
+            # ---- tick end ----
+            if progress and is_chief:
+                sys.__stdout__.write("\r" + " " * 60 + "\r")
+            tick_end_time = time.time()
+            tick_sec = tick_end_time - tick_start_time
+            tick_kimg = (trainer.cur_nimg - trainer.tick_start_nimg) / 1000
+            total_sec = tick_end_time - start_time
+            sec_per_kimg = tick_sec / max(tick_kimg, 1e-8)
+            proc_kimg = (trainer.cur_nimg - start_nimg) / 1000
+            eta = (total_nimg - trainer.cur_nimg) / 1000 * (total_sec / max(proc_kimg, 1e-8)) if proc_kimg else -1
+            cpu_gb, _ = stats_lib.memory_gb()
+            gpu_gb = stats_lib.gpu_memory_gb()
+            p = trainer.augment_p
+            line = stats_lib.tick_line(trainer.cur_tick, trainer.cur_nimg / 1000, total_sec, tick_sec, sec_per_kimg,
+                                       tick_kimg * 1000 / max(tick_sec, 1e-8), maintenance_time, cpu_gb, gpu_gb, p,
+                                       eta)
+            if is_chief:
+                log(line)
+            for name in ("Gmain", "Dmain", "Dreg", "ema"):
+                if name in timings:
+                    collector.set(f"Timing/{name}", timings[name])
+            collector.set("Progress/tick", trainer.cur_tick)
+            collector.set("Progress/kimg", trainer.cur_nimg / 1000)
+            collector.set("Progress/augment", p)
+            collector.set("Timing/total_sec", total_sec)
+            collector.set("Timing/sec_per_tick", tick_sec)
+            collector.set("Timing/sec_per_kimg", sec_per_kimg)
+            collector.set("Timing/maintenance_sec", maintenance_time)
+            collector.set("Timing/total_hours", total_sec / 3600)
+            collector.set("Timing/total_days", total_sec / 86400)
+            collector.set("Resources/cpu_mem_gb", cpu_gb)
+            if not math.isnan(gpu_gb):
+                collector.set("Resources/peak_gpu_mem_gb", gpu_gb)
+            maint_start = time.time()
+            snap = done or trainer.cur_tick % o["network_snapshot_ticks"] == 0
+            kimg_i = trainer.cur_nimg // 1000
+            if is_chief and (done or trainer.cur_tick % o["image_snapshot_ticks"] == 0):
+                grid = stats_lib.save_image_grid(trainer.generate_grid(grid_z, grid_c),
+                                                 os.path.join(run_dir, f"fakes{kimg_i:06d}.png"), gw, gh)
+                writer.image("Images/fakes", grid, trainer.cur_nimg / 1000)
+            if is_chief and snap and snapshot_fn is not None:
+                snapshot_fn(os.path.join(run_dir, f"network-snapshot-{kimg_i:06d}.npz"), trainer)
+            if snap and o["metrics"]:
+                for name in o["metrics"]:
+                    if metrics_fn is None:
+                        raise RuntimeError("--metrics given but no metric implementation is available")
+                    result = metrics_fn(name, trainer, run_dir)
+                    if is_chief and result is not None:
+                        rec = dict(result, snapshot_kimg=trainer.cur_nimg / 1000)
+                        with open(os.path.join(run_dir, f"metric-{name}.jsonl"), "a") as fh:
+                            fh.write(json.dumps(rec) + "\n")
+                        for k, v in (result.get("results") or {}).items():
+                            writer.scalar(f"Metrics/{k}", v, trainer.cur_nimg / 1000)
+            if is_chief:
+                writer.write(collector.as_dict(), trainer.cur_nimg / 1000)
+            collector.reset()
+            timings.clear()
+            trainer.cur_tick += 1
+            trainer.tick_start_nimg = trainer.cur_nimg
+            if done or snap or (ckpt_ticks and trainer.cur_tick % ckpt_ticks == 0):
+                save_ckpt("end of training" if done else f"tick {trainer.cur_tick - 1}")
+            maintenance_time = time.time() - maint_start
+            tick_start_time = time.time()
+        status["done"] = done and status["interrupted"] is None
+    except NonFiniteLossError as e:
+        status["error"] = str(e)
+        log(f"ERROR: {e}. The last good checkpoint is kept: {last_ckpt or '(none written yet)'}")
+    finally:
+        stop.restore()
+        if writer is not None:
+            writer.close()
+    status.update(step=trainer.step, kimg=trainer.cur_nimg / 1000, checkpoint=last_ckpt,
+                  augment_p=trainer.augment_p)
+    if status["done"] and is_chief:
+        log(f"Training done: {status['kimg']:.3f} kimg, {trainer.step} iterations, last checkpoint {last_ckpt}")
+    return status
+
+
+def _make_agree_fn(strategy):
+    """``flag -> any(flag over all workers)``; a collective only for multi-worker runs."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return lambda flag: bool(flag)
+
+    @tf.function
+    def agree(flag):
+        def rf(f):
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MAX, f)
+        return strategy.experimental_local_results(strategy.run(rf, args=(flag,)))[0]
+
+    return lambda flag: bool(agree(tf.constant(1.0 if flag else 0.0)).numpy() > 0)
