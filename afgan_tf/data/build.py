@@ -1,0 +1,247 @@
+"""``build_dataset``: source images → validated, transformed (or FFHQ-U cropped) → our TFRecord dataset.
+
+Steps:
+  1. enumerate the source (folder / zip / original dataset with labels, or FFHQ in-the-wild + json);
+  2. per image (in a small thread pool, in order): decode + validate (:func:`images.load_image`), then either the
+     §6.5 transform + Lanczos resize, or (``ffhqu``) the §6.1 crop whose random shift was drawn in order in the
+     main thread from ``RandomState(seed)`` after the original's dummy ``normal(0, 1, (num_entries, 2))`` draw;
+  3. bad files are skipped with a logged reason (``strict`` → raise :class:`BuildError` at the first one);
+  4. images go to a :class:`tfrecord.DatasetWriter` (atomic); a progress line reports images/s.
+"""
+import collections
+import concurrent.futures
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import ffhqu as ffhqu_mod
+from .images import BadImageError, apply_transform, is_power_of_two, load_image, open_image, parse_resolution
+from .sources import ImageFolder, ffhq_items
+from .tfrecord import DatasetWriter, check_dest
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+class _Skip(Exception):
+    def __init__(self, name, reason):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+def _reason_key(reason):
+    return reason.split(" (")[0]
+
+
+class Progress:
+    """A one-line progress report (done/total, images/s, skipped) to a stream, at most every ``interval`` s."""
+
+    def __init__(self, total, stream=sys.stderr, interval=1.0, enabled=True):
+        self.total, self.stream, self.interval, self.enabled = total, stream, interval, enabled
+        self.t0 = time.time()
+        self.last = 0.0
+
+    def update(self, done, written, skipped, force=False):
+        now = time.time()
+        if not self.enabled or (not force and now - self.last < self.interval):
+            return
+        self.last = now
+        rate = written / max(now - self.t0, 1e-9)
+        tot = f"/{self.total}" if self.total else ""
+        self.stream.write(f"\r{done}{tot} files, {written} written, {skipped} skipped, {rate:.1f} images/s")
+        if force:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def build_dataset(source, dest, resolution=None, transform=None, channels=3, max_images=None, ffhq_json=None,
+                  ffhqu=False, random_shift=ffhqu_mod.DEFAULT_SHIFT, seed=ffhqu_mod.FFHQ_SEED, shards=1,
+                  strict=False, overwrite=False, encoding="png", min_size=16, workers=2, log=None, progress=True):
+    """Builds a dataset at ``dest``; returns ``dict(written, skipped=[(name, reason)], reasons, seconds, meta)``.
+
+    Args mirror the tool's flags (see ``flags/dataset_flags.py``). ``log``: callable for messages (default
+    stderr). ``ffhqu`` requires ``ffhq_json``; crops are produced directly at ``resolution``.
+    """
+    log = log or (lambda m: print(m, file=sys.stderr))
+    t0 = time.time()
+    size = parse_resolution(resolution)
+    if size is not None:
+        w, h = size
+        if not is_power_of_two(w):
+            raise ValueError(f"--resolution width must be a power of two, got {w}")
+        if transform != "center-crop-wide" and w != h:
+            raise ValueError(f"--resolution must be square (WxW) unless --transform=center-crop-wide, got {w}x{h}")
+        if h > w:
+            raise ValueError(f"--resolution height {h} must be <= width {w}")
+    if transform not in (None, "center-crop", "center-crop-wide"):
+        raise ValueError(f"--transform must be center-crop or center-crop-wide, got {transform!r}")
+    if transform is not None and size is None:
+        raise ValueError(f"--transform={transform} requires --resolution")
+    if channels not in (1, 3):
+        raise ValueError(f"--channels must be 1 or 3, got {channels}")
+    if ffhqu and ffhq_json is None:
+        raise ValueError("--ffhqu needs --ffhq-json=<ffhq-dataset-v2.json> (the landmarks)")
+    if ffhqu and size is None:
+        raise ValueError("--ffhqu requires --resolution")
+    if ffhqu and transform is not None:
+        raise ValueError("--ffhqu and --transform are exclusive (FFHQ-U is its own crop)")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {max_images}")
+    check_dest(os.path.abspath(dest), overwrite)
+
+    # 1. enumerate the source
+    rng = None
+    if ffhq_json is not None:
+        if not os.path.isdir(source):
+            raise FileNotFoundError(f"--source {source}: must be the in-the-wild images folder with --ffhq-json")
+        num_entries, entries = ffhq_items(source, ffhq_json)
+        items = [dict(name=e["name"], path=e["path"], landmarks=e["landmarks"], label=None) for e in entries]
+        label_dim = 0
+        source_kind = "ffhq-in-the-wild"
+        if ffhqu:
+            rng = np.random.RandomState(seed)
+            rng.normal(0, 1, (num_entries, 2))  # the original's dummy draw before the per-image draws
+        folder = None
+    else:
+        folder = ImageFolder(source)
+        labels = folder.labels() if folder.raw_labels is not None else None
+        label_dim = int(labels.shape[1]) if labels is not None else 0
+        items = [dict(name=n, path=folder.file_path(n), label=(labels[i] if labels is not None else None))
+                 for i, n in enumerate(folder.names)]
+        source_kind = "zip" if folder.kind == "zip" else "folder"
+        non_images = [n for n in folder.all_names if n not in set(folder.names) and n != "dataset.json"]
+    if not items:
+        raise BuildError(f"--source {source}: no images found")
+
+    skipped = []
+    state = dict(writer=None, res=size[0] if size else None)
+
+    def skip(name, reason):
+        if strict:
+            raise BuildError(f"{name}: {reason} (--strict)")
+        skipped.append((name, reason))
+        log(f"skipped {name}: {reason}")
+
+    if folder is not None:
+        for n in non_images:
+            skip(n, "not an image (unknown file extension)")
+
+    def read(item):
+        if folder is not None and folder.kind == "zip":
+            return folder.read_bytes(item["name"])
+        return item["path"]
+
+    # 2. per-image work (runs in the pool; pure function of the item and the pre-drawn crop centre)
+    def work(item, center):
+        name = item["name"]
+        try:
+            a = load_image(read(item), channels=channels, name=name, min_size=min_size)
+        except BadImageError as e:
+            raise _Skip(name, e.reason) from None
+        except OSError as e:
+            raise _Skip(name, f"unreadable file ({e})") from None
+        if ffhqu:
+            c, q = center
+            return ffhqu_mod.crop_square_pil(a, c, q, size[0])
+        out = apply_transform(a, transform, *(size or (None, None)))
+        if out is None:
+            raise _Skip(name, f"dropped by --transform={transform} (image {a.shape[1]}x{a.shape[0]} too small)")
+        if out.shape[0] != out.shape[1]:
+            raise _Skip(name, f"not square ({out.shape[1]}x{out.shape[0]}); use --transform=center-crop")
+        if not is_power_of_two(out.shape[0]):
+            raise _Skip(name, f"side {out.shape[0]} is not a power of two; pass --resolution")
+        return out
+
+    def plan(item):
+        """Main-thread, in-order step: the FFHQ-U random shift (needs only the image size)."""
+        if item.get("path") is None and folder is None:
+            raise _Skip(item["name"], "file listed in --ffhq-json not found under --source")
+        if not ffhqu:
+            return None
+        try:
+            with open_image(item["path"], item["name"]) as img:
+                width, height = img.size
+        except BadImageError as e:
+            raise _Skip(item["name"], e.reason) from None
+        c0, q = ffhqu_mod.landmark_crop_params(item["landmarks"])
+        try:
+            c, _ = ffhqu_mod.random_shift_crop(c0, q, width, height, rng, random_shift)
+        except ffhqu_mod.CropError as e:
+            raise _Skip(item["name"], str(e)) from None
+        return c, q
+
+    meta = dict(source=os.path.abspath(source), source_kind=source_kind, transform=transform,
+                ffhqu=bool(ffhqu), random_shift=float(random_shift) if ffhqu else None,
+                seed=int(seed) if ffhqu else None, ffhq_json=os.path.abspath(ffhq_json) if ffhq_json else None,
+                min_size=int(min_size), tool="afgan-tf dataset_tool")
+
+    def emit(item, img):
+        if state["writer"] is None:
+            res = img.shape[0]
+            state["res"] = res
+            state["writer"] = DatasetWriter(dest, res, channels, label_dim, shards, encoding, overwrite, meta)
+            state["writer"].__enter__()
+        if img.shape[0] != state["res"]:
+            skip(item["name"], f"size {img.shape[1]}x{img.shape[0]} differs from the first image's "
+                               f"{state['res']}x{state['res']}; pass --resolution")
+            return False
+        state["writer"].add(img, item["label"], item["name"])
+        return True
+
+    prog = Progress(len(items), enabled=progress)
+    done = 0
+    limit = max_images or float("inf")
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, int(workers)))
+    pending = collections.deque()
+    try:
+        it = iter(items)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < 4 * max(1, int(workers)) and \
+                    (state["writer"].count if state["writer"] else 0) + len(pending) < limit:
+                item = next(it, None)
+                if item is None:
+                    exhausted = True
+                    break
+                try:
+                    center = plan(item)
+                except _Skip as s:
+                    done += 1
+                    skip(s.name, s.reason)
+                    continue
+                pending.append((item, pool.submit(work, item, center)))
+            if not pending:
+                break
+            item, fut = pending.popleft()
+            done += 1
+            try:
+                img = fut.result()
+            except _Skip as s:
+                skip(s.name, s.reason)
+            else:
+                if (state["writer"].count if state["writer"] else 0) < limit:
+                    emit(item, img)
+            prog.update(done, state["writer"].count if state["writer"] else 0, len(skipped))
+        if state["writer"] is None:
+            raise BuildError(f"--source {source}: no usable images ({len(skipped)} skipped)")
+        meta = state["writer"].commit()
+    except BaseException:
+        for _, f in pending:
+            f.cancel()
+        if state["writer"] is not None:
+            state["writer"].abort()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    written = meta["count"]
+    prog.update(done, written, len(skipped), force=True)
+    reasons = collections.Counter(_reason_key(r) for _, r in skipped)
+    secs = time.time() - t0
+    log(f"wrote {written} images ({meta['resolution']}x{meta['resolution']}x{meta['channels']}, "
+        f"{len(meta['shards'])} shard(s)) to {os.path.abspath(dest)} in {secs:.1f} s; skipped {len(skipped)}"
+        + (": " + ", ".join(f"{k} x{v}" for k, v in reasons.most_common()) if skipped else ""))
+    return dict(written=written, skipped=skipped, reasons=dict(reasons), seconds=secs, meta=meta)

@@ -1,0 +1,197 @@
+"""tf.data input pipeline: ``make_dataset`` and ``dataset_info``.
+
+Reads our TFRecord datasets and the original's format (folder or uncompressed zip of images, optional
+``dataset.json`` labels). Pipeline steps:
+  1. keys in a fixed order: serialized Examples (TFRecord shards interleaved round-robin = write order) or
+     image indices (original format);
+  2. per-worker sharding with ``input_context`` (whole shard files when their number divides evenly, else
+     every ``num_input_pipelines``-th record) — done before any shuffling, so workers get disjoint shares;
+  3. mirroring: each key becomes (key, not flipped), (key, flipped) — the dataset doubles like the original's
+     ``xflip``; 4. seeded shuffle (buffer ``shuffle_buffer``), 5. repeat;
+  6. parallel decode (PNG via ``tf.io.decode_png``, raw bytes, or PIL in ``tf.numpy_function`` for other
+     formats) + x-flip, 7. batch (per-replica size under ``input_context``), uint8 → float32 ``x/127.5 - 1``,
+     8. prefetch.
+Elements: ``(images [N, R, R, C] float32 in [-1, 1], labels [N, c_dim] float32)`` (``c_dim = 0`` when
+``use_labels`` is False or the dataset is unlabelled); unbatched when ``batch_size`` is None.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from . import tfrecord
+from .images import load_image, open_image
+from .sources import ImageFolder
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_SHUFFLE_BUFFER = 4096
+
+
+def _open_original(path):
+    folder = ImageFolder(path)
+    if not folder.names:
+        raise ValueError(f"{path}: no images found (folder or zip of the original dataset format)")
+    name = folder.names[0]
+    with open_image(folder.read_bytes(name), f"{path}/{name}") as im:
+        channels = 1 if im.mode in ("L", "1") else 3  # grayscale stays 1 channel like the original
+        w, h = im.size
+    if h != w:
+        raise ValueError(f"{path}: images must be square, first image {name} is {w}x{h}")
+    return folder, int(h), channels
+
+
+def dataset_info(path):
+    """``{"resolution", "channels", "count", "c_dim", "format", "path", ...}`` of a dataset (ours or original)."""
+    path = os.path.abspath(os.fspath(path))
+    if tfrecord.is_tfrecord_dataset(path):
+        meta = tfrecord.read_metadata(path)
+        return dict(path=path, format="tfrecord", resolution=int(meta["resolution"]),
+                    channels=int(meta["channels"]), count=int(meta["count"]), c_dim=int(meta["label_dim"]),
+                    num_shards=len(meta["shards"]), encoding=meta.get("encoding", "png"), meta=meta)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: dataset not found")
+    folder, res, ch = _open_original(path)
+    labels = folder.labels()
+    return dict(path=path, format="original-" + folder.kind, resolution=res, channels=ch,
+                count=len(folder.names), c_dim=int(labels.shape[1]), num_shards=1, encoding=None)
+
+
+def _pil_decoder(folder, res, ch):
+    def load(i):
+        name = folder.names[int(i)]
+        a = load_image(folder.read_bytes(name), channels=ch, name=name)
+        if a.shape != (res, res, ch):
+            raise ValueError(f"{folder.path}/{name}: shape {a.shape} differs from the dataset's {(res, res, ch)}")
+        return a
+
+    def decode(i):
+        img = tf.numpy_function(load, [i], tf.uint8, stateful=False)
+        return tf.ensure_shape(img, [res, res, ch])
+
+    return decode
+
+
+def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True, seed=None, input_context=None,
+                 num_parallel=AUTOTUNE, prefetch=AUTOTUNE, deterministic=None, use_labels=False,
+                 shuffle_buffer=None, drop_remainder=None):
+    """Builds the training/eval input pipeline of a dataset (see the module docstring for the steps).
+
+    Args:
+      path: our TFRecord dataset dir, or the original's folder / zip.
+      batch_size: global batch size (divided by the number of replicas when ``input_context`` is given);
+        None = unbatched elements.
+      mirror: x-flip doubling (each image once as is and once mirrored per epoch).
+      shuffle, repeat, seed: seeded shuffling (reshuffled every epoch) and infinite repetition.
+      input_context: ``tf.distribute.InputContext`` — this pipeline reads only its worker's share.
+      num_parallel, prefetch: decode parallelism and prefetch depth (AUTOTUNE by default).
+      deterministic: element order guarantee; default True when ``seed`` is given or ``shuffle`` is False.
+      use_labels: return the dataset's labels (``[c_dim]``); else zero-width labels.
+      shuffle_buffer: shuffle buffer in elements (default: everything for the original format, else
+        ``min(elements, 4096)``).
+      drop_remainder: drop a last partial batch (default: ``repeat``).
+    """
+    path = os.path.abspath(os.fspath(path))
+    info = dataset_info(path)
+    res, ch, c_dim = info["resolution"], info["channels"], info["c_dim"]
+    n_pipe, pipe_id = 1, 0
+    if input_context is not None:
+        n_pipe, pipe_id = int(input_context.num_input_pipelines), int(input_context.input_pipeline_id)
+    if batch_size is not None:
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if input_context is not None:
+            batch_size = input_context.get_per_replica_batch_size(batch_size)
+    if deterministic is None:
+        deterministic = seed is not None or not shuffle
+    if drop_remainder is None:
+        drop_remainder = bool(repeat)
+    out_c = c_dim if use_labels else 0
+
+    # 1.-2. keys in a fixed order, sharded per worker
+    if info["format"] == "tfrecord":
+        meta = info["meta"]
+        files = [os.path.join(path, s["file"]) for s in meta["shards"]]
+        count = info["count"]
+        if n_pipe > 1 and len(files) % n_pipe == 0:
+            files = files[pipe_id::n_pipe]
+            per_pipe = sum(s["count"] for s in meta["shards"][pipe_id::n_pipe])
+            record_shard = False
+        else:
+            per_pipe = len(range(pipe_id, count, n_pipe))
+            record_shard = n_pipe > 1
+        keys = tf.data.Dataset.from_tensor_slices(files)
+        keys = keys.interleave(tf.data.TFRecordDataset, cycle_length=len(files), block_length=1,
+                               num_parallel_calls=AUTOTUNE if len(files) > 1 else None, deterministic=True)
+        if record_shard:
+            keys = keys.shard(n_pipe, pipe_id)
+        tf_decode = tfrecord.make_decoder(meta)
+
+        def decode_key(key):
+            img, lab = tf_decode(key)
+            return img, lab[:out_c]
+        default_buffer = DEFAULT_SHUFFLE_BUFFER
+    else:
+        folder, _, _ = _open_original(path)
+        labels = folder.labels().astype(np.float32)[:, :out_c]  # [count, out_c]
+        count = len(folder.names)
+        idx = np.arange(pipe_id, count, n_pipe, dtype=np.int64)
+        per_pipe = len(idx)
+        keys = tf.data.Dataset.from_tensor_slices(idx)
+        labels_t = tf.constant(labels.reshape(count, out_c))
+        if all(n.lower().endswith(".png") for n in folder.names) and folder.kind == "dir":
+            paths = tf.constant([folder.file_path(n) for n in folder.names])
+
+            def read_img(i):
+                return tf.ensure_shape(tf.io.decode_png(tf.io.read_file(paths[i]), channels=ch), [res, res, ch])
+        elif all(n.lower().endswith(".png") for n in folder.names):
+            def _read(i):
+                return folder.read_bytes(folder.names[int(i)])
+
+            def read_img(i):
+                data = tf.numpy_function(_read, [i], tf.string, stateful=False)
+                return tf.ensure_shape(tf.io.decode_png(tf.reshape(data, []), channels=ch), [res, res, ch])
+        else:
+            read_img = _pil_decoder(folder, res, ch)
+
+        def decode_key(i):
+            return read_img(i), tf.gather(labels_t, i)
+        default_buffer = per_pipe * (2 if mirror else 1)
+    if per_pipe == 0:
+        raise ValueError(f"{path}: input pipeline {pipe_id} of {n_pipe} gets no images ({count} in the dataset)")
+
+    # 3. mirroring doubles the elements: (key, False), (key, True)
+    if mirror:
+        keys = keys.map(lambda k: (tf.stack([k, k]), tf.constant([False, True]))).unbatch()
+    else:
+        keys = keys.map(lambda k: (k, tf.constant(False)))
+
+    # 4.-5. shuffle (per epoch) and repeat
+    if shuffle:
+        buf = int(shuffle_buffer or min(default_buffer, per_pipe * (2 if mirror else 1)))
+        keys = keys.shuffle(max(buf, 1), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        keys = keys.repeat()
+
+    # 6. decode + x-flip
+    def decode(key, flip):
+        img, lab = decode_key(key)  # [R, R, C] uint8, [out_c]
+        img = tf.cond(flip, lambda: tf.reverse(img, axis=[1]), lambda: img)
+        return img, lab
+
+    ds = keys.map(decode, num_parallel_calls=num_parallel, deterministic=deterministic)
+
+    # 7. batch + normalise
+    def normalise(img, lab):
+        return tf.cast(img, tf.float32) / 127.5 - 1.0, tf.cast(lab, tf.float32)
+
+    if batch_size is not None:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(normalise, num_parallel_calls=num_parallel, deterministic=deterministic)
+    if prefetch:
+        ds = ds.prefetch(prefetch)
+    opts = tf.data.Options()
+    opts.deterministic = bool(deterministic)
+    if input_context is not None:
+        opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(opts)
