@@ -1,0 +1,12 @@
+"""Training building blocks: loss phases (R1, lazy regularisation), D-input blur, ADA augmentation, G EMA.
+
+The training loop itself (tools/train.py) is built on top of these.
+"""
+from .augment import AdaController, AugmentPipe, make_augment
+from .blur import DInputBlur, blur_images, blur_kernel, blur_sigma
+from .ema import EmaUpdater, ema_beta, update_ema
+from .loss import StyleGAN2Loss, lazy_adam_params, phase_schedule, r1_penalty, sanitize_gradients
+
+__all__ = ["AdaController", "AugmentPipe", "make_augment", "DInputBlur", "blur_images", "blur_kernel",
+           "blur_sigma", "EmaUpdater", "ema_beta", "update_ema", "StyleGAN2Loss", "lazy_adam_params",
+           "phase_schedule", "r1_penalty", "sanitize_gradients"]
