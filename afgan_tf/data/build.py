@@ -44,6 +44,13 @@ class Progress:
         self.total, self.stream, self.interval, self.enabled = total, stream, interval, enabled
         self.t0 = time.time()
         self.last = 0.0
+        self.open_line = False
+
+    def clear(self):
+        """Ends an unfinished progress line so a log message starts on its own line."""
+        if self.open_line:
+            self.stream.write("\n")
+            self.open_line = False
 
     def update(self, done, written, skipped, force=False):
         now = time.time()
@@ -53,8 +60,9 @@ class Progress:
         rate = written / max(now - self.t0, 1e-9)
         tot = f"/{self.total}" if self.total else ""
         self.stream.write(f"\r{done}{tot} files, {written} written, {skipped} skipped, {rate:.1f} images/s")
+        self.open_line = True
         if force:
-            self.stream.write("\n")
+            self.clear()
         self.stream.flush()
 
 
@@ -66,7 +74,13 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
     Args mirror the tool's flags (see ``flags/dataset_flags.py``). ``log``: callable for messages (default
     stderr). ``ffhqu`` requires ``ffhq_json``; crops are produced directly at ``resolution``.
     """
-    log = log or (lambda m: print(m, file=sys.stderr))
+    user_log = log or (lambda m: print(m, file=sys.stderr))
+    prog = None
+
+    def log(m):
+        if prog is not None:
+            prog.clear()
+        user_log(m)
     t0 = time.time()
     size = parse_resolution(resolution)
     if size is not None:
@@ -113,7 +127,8 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
         items = [dict(name=n, path=folder.file_path(n), label=(labels[i] if labels is not None else None))
                  for i, n in enumerate(folder.names)]
         source_kind = "zip" if folder.kind == "zip" else "folder"
-        non_images = [n for n in folder.all_names if n not in set(folder.names) and n != "dataset.json"]
+        image_set = set(folder.names)
+        non_images = [n for n in folder.all_names if n not in image_set and n != "dataset.json"]
     if not items:
         raise BuildError(f"--source {source}: no images found")
 
@@ -125,10 +140,6 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
             raise BuildError(f"{name}: {reason} (--strict)")
         skipped.append((name, reason))
         log(f"skipped {name}: {reason}")
-
-    if folder is not None:
-        for n in non_images:
-            skip(n, "not an image (unknown file extension)")
 
     def read(item):
         if folder is not None and folder.kind == "zip":
@@ -193,6 +204,9 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
         return True
 
     prog = Progress(len(items), enabled=progress)
+    if folder is not None:
+        for n in non_images:
+            skip(n, "not an image (unknown file extension)")
     done = 0
     limit = max_images or float("inf")
     pool = concurrent.futures.ThreadPoolExecutor(max(1, int(workers)))

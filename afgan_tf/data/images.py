@@ -54,7 +54,7 @@ def open_image(src, name=None):
     except PIL.Image.UnidentifiedImageError:
         raise BadImageError(name, "not an image (PIL cannot identify the file)") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise BadImageError(name, f"unreadable image header ({e})") from None
+        raise BadImageError(name, f"corrupt image header ({e})") from None
     return img
 
 

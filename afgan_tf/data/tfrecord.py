@@ -73,6 +73,7 @@ def write_json_atomic(path, obj):
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
+        os.chmod(tmp, 0o644)
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=1)
             fh.flush()
