@@ -4,5 +4,7 @@ Every op takes ``impl="auto" | "ref" | "custom"`` where it has a compiled counte
 """
 from .upfirdn2d import setup_filter, upfirdn2d, filter2d, upsample2d, downsample2d
 from .bias_act import ACTIVATIONS, bias_act
+from .filtered_lrelu import filtered_lrelu
 
-__all__ = ["setup_filter", "upfirdn2d", "filter2d", "upsample2d", "downsample2d", "ACTIVATIONS", "bias_act"]
+__all__ = ["setup_filter", "upfirdn2d", "filter2d", "upsample2d", "downsample2d", "ACTIVATIONS", "bias_act",
+           "filtered_lrelu"]

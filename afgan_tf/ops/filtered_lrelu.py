@@ -1,0 +1,95 @@
+"""The alias-free nonlinearity ``filtered_lrelu`` (spec §1.4), NHWC.
+
+Reference = the composition of the original (each step an op of this package):
+  1. ``t = x + b`` (per-channel bias, before upsampling);
+  2. ``t = upfirdn2d(t, fu, up=up, padding=padding, gain=upx*upy, flip_filter)`` (zero-stuff, pad, filter);
+  3. ``t = gain * lrelu(t, slope)``;
+  4. ``t = clip(t, -clamp, clamp)`` when ``clamp`` is given;
+  5. ``y = upfirdn2d(t, fd, down=down, flip_filter)`` (valid filter with unit gain, keep every down-th sample).
+
+Output size per axis: ``(n * up + p0 + p1 - (Fu - 1) - (Fd - 1) + (down - 1)) // down``.
+Gradients (any order) by autodiff of the composition; the compiled kernel (``impl="custom"``) keeps a compact
+sign/clamp code instead of the high-rate intermediate.
+"""
+import math
+
+import tensorflow as tf
+
+from . import _common
+from .bias_act import bias_act
+from .upfirdn2d import _filter_tensor, _prepare_x, upfirdn2d
+
+
+def output_size(n, up, down, p0, p1, fu_taps, fd_taps, axis="x"):
+    """Per-axis output size; raises a ValueError naming the axis when the padding empties the output."""
+    tmp = n * up + p0 + p1 - fu_taps + 1           # samples of the high-rate intermediate
+    out = (n * up + p0 + p1 - (fu_taps - 1) - (fd_taps - 1) + (down - 1)) // down
+    if tmp < 1 or tmp < fd_taps or out < 1:
+        raise ValueError(f"filtered_lrelu: padding empties the output along {axis}: {n} samples * up {up} + "
+                         f"padding ({p0}, {p1}) leaves {tmp} high-rate samples for fu ({fu_taps} taps) then fd "
+                         f"({fd_taps} taps)")
+    return out
+
+
+def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2, clamp=None,
+                   flip_filter=False, impl="auto"):
+    """Bias, upsample (``fu``), leaky ReLU with gain and clamp, downsample (``fd``).
+
+    Args:
+        x: float tensor ``[N, H, W, C]``.
+        fu: up-filter: None (identity), 1-D separable or 2-D ``[fh, fw]``, float32.
+        fd: down-filter, same forms.
+        b: None or bias ``[C]``.
+        up: int or ``[x, y]`` upsampling factor; down: int or ``[x, y]`` downsampling factor.
+        padding: int, ``[px, py]`` or ``[x0, x1, y0, y1]`` in up-sampled pixels (negative crops).
+        gain: gain after the lrelu (default sqrt(2)).
+        slope: negative slope of the lrelu (default 0.2).
+        clamp: None or a value >= 0 to clip the high-rate signal to.
+        flip_filter: False = convolution, True = correlation (both filters).
+        impl: "auto", "ref" or "custom".
+
+    Returns:
+        ``[N, out_h, out_w, C]`` in the dtype of x.
+    """
+    x = _prepare_x(x, "filtered_lrelu")
+    fu = _filter_tensor(fu, "fu")
+    fd = _filter_tensor(fd, "fd")
+    upx, upy = _common.parse_scaling(up, "up")
+    downx, downy = _common.parse_scaling(down, "down")
+    px0, px1, py0, py1 = _common.parse_padding(padding)
+    fu_w, fu_h = _common.filter_size(fu, "fu")
+    fd_w, fd_h = _common.filter_size(fd, "fd")
+    gain = float(gain)
+    slope = float(slope)
+    if not gain > 0:
+        raise ValueError(f"filtered_lrelu: gain must be > 0, got {gain}")
+    if clamp is not None:
+        clamp = float(clamp)
+        if not clamp >= 0:
+            raise ValueError(f"filtered_lrelu: clamp must be None or >= 0, got {clamp}")
+    c = x.shape[3]
+    if b is not None:
+        b = _common.to_tensor(b, name="b")
+        if b.shape.rank != 1 or (b.shape[0] is not None and b.shape[0] != c):
+            raise ValueError(f"filtered_lrelu: b must have shape [{c}] (channels of x {x.shape}), got {b.shape}")
+    if x.shape[1] is not None:
+        output_size(int(x.shape[1]), upy, downy, py0, py1, fu_h, fd_h, "y (height)")
+    if x.shape[2] is not None:
+        output_size(int(x.shape[2]), upx, downx, px0, px1, fu_w, fd_w, "x (width)")
+    if _common.resolve_impl(impl, "filtered_lrelu") == "custom":
+        from . import _custom_ops
+        return _custom_ops.filtered_lrelu(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1, gain, slope,
+                                          clamp, bool(flip_filter))
+    return _filtered_lrelu_ref(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1, gain, slope, clamp,
+                               bool(flip_filter))
+
+
+def _filtered_lrelu_ref(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1, gain, slope, clamp, flip_filter):
+    """Reference composition on canonical arguments (x [N, H, W, C])."""
+    if b is not None:
+        x = bias_act(x, b, impl="ref")                                              # [N, H, W, C]
+    x = upfirdn2d(x, fu, up=[upx, upy], padding=[px0, px1, py0, py1], gain=upx * upy, flip_filter=flip_filter,
+                  impl="ref")                                                       # [N, Ht, Wt, C] high rate
+    x = bias_act(x, act="lrelu", alpha=slope, gain=gain, clamp=clamp, impl="ref")  # [N, Ht, Wt, C]
+    x = upfirdn2d(x, fd, down=[downx, downy], flip_filter=flip_filter, impl="ref")  # [N, Ho, Wo, C]
+    return x
