@@ -246,6 +246,9 @@ def atomic_savez(path, **arrays):
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        m = os.umask(0)
+        os.umask(m)
+        os.chmod(tmp, 0o666 & ~m)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -333,10 +336,23 @@ def _list_images(path):
     raise ValueError(f"dataset {path!r} must be an image folder or a zip of images")
 
 
+def _is_tfrecord(path):
+    try:
+        from afgan_tf.data import tfrecord
+    except ImportError:  # pragma: no cover
+        return False
+    return tfrecord.is_tfrecord_dataset(path)
+
+
 def dataset_content_hash(path):
-    """sha256 over the sorted image names and their bytes (folder or zip)."""
+    """sha256 over the sorted image names and their bytes (image folder or zip; for our TFRecord dataset folders
+    every file of the folder)."""
     h = hashlib.sha256()
-    entries = _list_images(path)
+    if _is_tfrecord(path):
+        entries = sorted((n, (lambda f=os.path.join(path, n): open(f, "rb"))) for n in os.listdir(path)
+                         if os.path.isfile(os.path.join(path, n)))
+    else:
+        entries = _list_images(path)
     if not entries:
         raise ValueError(f"dataset {path!r} contains no images ({', '.join(IMAGE_EXTS)})")
     for name, opener in entries:
@@ -349,8 +365,27 @@ def dataset_content_hash(path):
 
 def iterate_dataset(path, batch_size=64, resolution=None, max_items=None):
     """Yields uint8 NHWC RGB batches of the dataset's images (grayscale repeated to 3 channels, no resizing).
-    ``resolution`` (if given) is checked, not enforced by resampling."""
+    ``resolution`` (if given) is checked, not enforced by resampling. Reads image folders, zips and our TFRecord
+    datasets (``afgan_tf.data``; no x-flip)."""
     from PIL import Image
+    if _is_tfrecord(path):
+        from afgan_tf.data.pipeline import make_dataset
+        ds = make_dataset(path, batch_size=batch_size, shuffle=False, repeat=False, drop_remainder=False)
+        seen = 0
+        for img, _ in ds:
+            x = np.rint((img.numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+            if max_items is not None:
+                x = x[:max_items - seen]
+            if resolution is not None and x.shape[1:3] != (resolution, resolution):
+                raise ValueError(f"{path}: images are {x.shape[2]}x{x.shape[1]}, expected {resolution}x{resolution}")
+            if x.shape[-1] == 1:
+                x = np.repeat(x, 3, -1)
+            seen += x.shape[0]
+            if x.shape[0]:
+                yield x
+            if max_items is not None and seen >= max_items:
+                return
+        return
     entries = _list_images(path)
     if max_items is not None:
         entries = entries[:max_items]
