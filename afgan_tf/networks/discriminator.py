@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from afgan_tf.ops.bias_act import bias_act
+from afgan_tf.ops.bias_act import ACTIVATIONS, bias_act
 from afgan_tf.ops.conv2d_resample import conv2d_resample
 from afgan_tf.ops.upfirdn2d import setup_filter, downsample2d
 from afgan_tf.networks.layers import (FC, CONV, BUFFER, FILTER, FullyConnectedLayer, OriginalEntry,
@@ -30,15 +30,14 @@ from afgan_tf.networks.layers import (FC, CONV, BUFFER, FILTER, FullyConnectedLa
 __all__ = ["Conv2dLayer", "FullyConnectedLayer", "MinibatchStdLayer", "DiscriminatorBlock", "DiscriminatorEpilogue",
            "DiscriminatorMapping", "Discriminator"]
 
-_DEF_GAIN = {"linear": 1.0, "relu": float(np.sqrt(2)), "lrelu": float(np.sqrt(2)), "tanh": 1.0,
-             "sigmoid": 1.0, "elu": 1.0, "selu": 1.0, "softplus": 1.0, "swish": float(np.sqrt(2))}
 _FILTER_TOL = 1e-6
+_SQRT_HALF = float(np.sqrt(0.5))
 
 
 def _act_gain(activation):
-    if activation not in _DEF_GAIN:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_DEF_GAIN)}")
-    return _DEF_GAIN[activation]
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+    return float(ACTIVATIONS[activation].def_gain)
 
 
 class _NCHWFlattenFC(OriginalEntry):
@@ -207,9 +206,9 @@ class DiscriminatorBlock(keras.layers.Layer):
             x = x + y if x is not None else y
             img = downsample2d(img, self.resample_filter) if self.architecture == "skip" else None
         if self.architecture == "resnet":
-            y = self.skip(x, gain=np.sqrt(0.5))  # [N, res/2, res/2, out]
+            y = self.skip(x, gain=_SQRT_HALF)  # [N, res/2, res/2, out]
             x = self.conv0(x)  # [N, res, res, tmp]
-            x = self.conv1(x, gain=np.sqrt(0.5))  # [N, res/2, res/2, out]
+            x = self.conv1(x, gain=_SQRT_HALF)  # [N, res/2, res/2, out]
             x = y + x
         else:
             x = self.conv1(self.conv0(x))
