@@ -37,12 +37,18 @@ def make_networks():
             self.w_avg = keras.Variable(np.zeros([w_dim], np.float32), trainable=False, name="w_avg",
                                         aggregation="mean")
 
-        def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False):
+        def mapping(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False):
             w = self.map(z)                                                      # [N, w_dim]
             if update_emas:
                 self.w_avg.assign(tf.reduce_mean(w, 0) + (self.w_avg - tf.reduce_mean(w, 0)) * 0.9)
-            x = self.syn(w - 0.1 * self.w_avg)                                   # [N, R*R*C]
+            return (w - 0.1 * self.w_avg)[:, None, :]                            # [N, num_ws=1, w_dim]
+
+        def synthesis(self, ws, update_emas=False):
+            x = self.syn(ws[:, 0])                                               # [N, R*R*C]
             return tf.tanh(tf.reshape(x, [-1, self.img_resolution, self.img_resolution, self.img_channels]))
+
+        def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False):
+            return self.synthesis(self.mapping(z, c, update_emas=update_emas), update_emas=update_emas)
 
     class StubDiscriminator(keras.Model):
         def __init__(self, c_dim=0, img_resolution=RES, img_channels=CH, **kwargs):

@@ -36,6 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from afgan_tf.training import stats as stats_lib
+from afgan_tf.training.ema import ema_beta
+from afgan_tf.training.loss import StyleGAN2Loss, sanitize_gradients
 from afgan_tf.training.checkpoint import CKPT_DIR, TrainCheckpoint, verify_checkpoint
 from afgan_tf.training.options import write_json_atomic
 
@@ -47,62 +49,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Small building blocks.
-
-
-def sanitize_gradients(grads):
-    """NaN -> 0, +inf -> 1e5, -inf -> -1e5 (finite values untouched), like the original's ``nan_to_num``."""
-    out = []
-    for g in grads:
-        if g is None:
-            out.append(None)
-            continue
-        if isinstance(g, tf.IndexedSlices):
-            g = tf.convert_to_tensor(g)
-        g = tf.where(tf.math.is_nan(g), tf.zeros_like(g), g)
-        g = tf.where(tf.math.is_inf(g), tf.sign(g) * 1e5, g)
-        out.append(g)
-    return out
-
-
-def ema_beta(batch_size, cur_nimg, ema_kimg, ema_rampup):
-    """``beta = 0.5 ** (batch / max(ema_nimg, 1e-8))`` with ``ema_nimg = min(ema_kimg·1000, cur_nimg·rampup)``."""
-    ema_nimg = ema_kimg * 1000
-    if ema_rampup is not None:
-        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
-    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-
-
-def blur_sigma(cur_nimg, blur_init_sigma, blur_fade_kimg):
-    """``sigma = init · max(1 - cur_nimg / (fade_kimg·1000), 0)`` (0 when blur is off)."""
-    if not blur_init_sigma:
-        return 0.0
-    if blur_fade_kimg > 0:
-        return blur_init_sigma * max(1 - cur_nimg / (blur_fade_kimg * 1e3), 0)
-    return float(blur_init_sigma)
-
-
-def blur_images(img, sigma, max_sigma=10.0):
-    """Separable blur ``k[j] ∝ 2^-(j/σ)²``, ``|j| <= floor(3σ)``, zero-padded 'same' (spec §5.5).
-
-    ``sigma`` may be a tensor: the kernel has the static size of ``max_sigma`` and zero taps outside
-    ``floor(3σ)``, so a fading σ does not retrace the step. Identity when ``floor(3σ) == 0``.
-    """
-    # img: [N, H, W, C]
-    r = int(math.floor(3 * max_sigma))
-    sigma = tf.cast(sigma, img.dtype)
-    j = tf.range(-r, r + 1, dtype=img.dtype)                                        # [K]
-    half = tf.floor(3 * sigma)
-    safe = tf.maximum(sigma, 1e-8)
-    k = tf.where(tf.abs(j) <= half, tf.pow(tf.constant(2.0, img.dtype), -tf.square(j / safe)), 0.0)
-    k = k / tf.reduce_sum(k)                                                         # [K], unit sum
-    c = img.shape[-1]
-    kx = tf.tile(tf.reshape(k, [1, -1, 1, 1]), [1, 1, c, 1])                         # [1, K, C, 1]
-    ky = tf.tile(tf.reshape(k, [-1, 1, 1, 1]), [1, 1, c, 1])                         # [K, 1, C, 1]
-    x = tf.pad(img, [[0, 0], [r, r], [r, r], [0, 0]])                                # zero padding
-    x = tf.nn.depthwise_conv2d(x, kx, [1, 1, 1, 1], "VALID")
-    x = tf.nn.depthwise_conv2d(x, ky, [1, 1, 1, 1], "VALID")                         # [N, H, W, C]
-    return tf.cond(half > 0, lambda: x, lambda: img)
+# Small building blocks (the loss, blur, EMA and ADA maths live in loss.py / blur.py / ema.py / augment.py).
 
 
 def _replica_slice(t, per_replica):
@@ -117,6 +64,12 @@ def _stat(values):
     """Per-sample values -> [num, sum, sum of squares] (float32)."""
     v = tf.reshape(tf.cast(values, tf.float32), [-1])
     return tf.stack([tf.cast(tf.size(v), tf.float32), tf.reduce_sum(v), tf.reduce_sum(tf.square(v))])
+
+
+def _tf_var(v):
+    """The tf.Variable behind a Keras 3 Variable (the variable itself otherwise)."""
+    inner = getattr(v, "value", None)
+    return inner if isinstance(inner, tf.Variable) else v
 
 
 def _accumulate(acc, grads):
@@ -162,9 +115,7 @@ class Trainer:
         if strategy.num_replicas_in_sync * self.per_replica != self.batch_size:
             raise ValueError(f"batch {self.batch_size} != replicas {strategy.num_replicas_in_sync} × per-replica "
                              f"batch {self.per_replica}; resolve the options with the strategy's replica count")
-        if opts["loss_kwargs"].get("pl_weight", 0) or opts["loss_kwargs"].get("style_mixing_prob", 0):
-            raise NotImplementedError(f"--cfg={opts['cfg']}: style mixing / path-length regularisation "
-                                      f"(the stylegan2 config) are not implemented in this loop yet")
+        self.G_reg_interval = opts.get("G_reg_interval") if opts["loss_kwargs"].get("pl_weight", 0) else None
         # Loop state (Python mirror of the checkpointed variables).
         self.step = 0
         self.cur_nimg = 0
@@ -189,6 +140,12 @@ class Trainer:
             self.augment_pipe = self.make_augment_pipe(o) if o["aug"] != "noaug" else None
             if self.augment_pipe is not None and o["aug"] == "fixed":
                 self.augment_pipe.p.assign(o["augment_p"])
+            lk = o["loss_kwargs"]
+            self.loss = StyleGAN2Loss(self.G, self.D, self.augment_pipe, r1_gamma=lk["r1_gamma"],
+                                      style_mixing_prob=lk["style_mixing_prob"], pl_weight=lk["pl_weight"],
+                                      pl_batch_shrink=lk["pl_batch_shrink"], pl_decay=lk["pl_decay"],
+                                      blur_init_sigma=lk["blur_init_sigma"], blur_fade_kimg=lk["blur_fade_kimg"],
+                                      seed=o["random_seed"] + 2)
             import keras
             self.G_opt = keras.optimizers.Adam(**o["G_opt_kwargs"], name="G_opt")
             self.D_opt = keras.optimizers.Adam(**o["D_opt_kwargs"], name="D_opt")
@@ -201,12 +158,14 @@ class Trainer:
                 cur_tick=tf.Variable(0, name="cur_tick", **i64),
                 tick_start_nimg=tf.Variable(0, name="tick_start_nimg", **i64),
                 ada_sum=tf.Variable(0.0, name="ada_sum", **f32), ada_num=tf.Variable(0.0, name="ada_num", **f32),
-                pl_mean=tf.Variable(0.0, name="pl_mean", **f32),
                 seed=tf.Variable(o["random_seed"], name="seed", **i64),
                 batch_size=tf.Variable(self.batch_size, name="batch_size", **i64),
             )
         self._g_vars = self.G.trainable_variables
         self._d_vars = self.D.trainable_variables
+        # The loss module's tapes watch the backing tf.Variables (tape.watch refuses Keras 3 Variable wrappers).
+        self._g_tf = [_tf_var(v) for v in self._g_vars]
+        self._d_tf = [_tf_var(v) for v in self._d_vars]
         if not self._g_vars or not self._d_vars:
             raise ValueError("G and D must have trainable variables")
         self._ema_pairs = list(zip(self.G_ema.trainable_variables, self.G.trainable_variables))
@@ -230,16 +189,20 @@ class Trainer:
             return {k: s.reduce(red, v, axis=None) for k, v in per_replica.items()}
 
         @tf.function
-        def g_step(reals, labels, step, sigma):
-            return reduce_stats(s.run(self._g_main, args=(reals, labels, step, sigma)))
+        def g_step(reals, labels, step, cur_nimg):
+            return reduce_stats(s.run(self._g_main, args=(reals, labels, step, cur_nimg)))
 
         @tf.function
-        def d_step(reals, labels, step, sigma):
-            return reduce_stats(s.run(self._d_main, args=(reals, labels, step, sigma)))
+        def d_step(reals, labels, step, cur_nimg):
+            return reduce_stats(s.run(self._d_main, args=(reals, labels, step, cur_nimg)))
 
         @tf.function
-        def dreg_step(reals, labels, step, sigma):
-            return reduce_stats(s.run(self._d_reg, args=(reals, labels, step, sigma)))
+        def dreg_step(reals, labels, step, cur_nimg):
+            return reduce_stats(s.run(self._d_reg, args=(reals, labels, step, cur_nimg)))
+
+        @tf.function
+        def greg_step(reals, labels, step, cur_nimg):
+            return reduce_stats(s.run(self._g_reg, args=(reals, labels, step, cur_nimg)))
 
         @tf.function
         def ema_step(beta):
@@ -251,6 +214,7 @@ class Trainer:
                 be.assign(tf.convert_to_tensor(b))
 
         self.g_step, self.d_step, self.dreg_step, self.ema_step = g_step, d_step, dreg_step, ema_step
+        self.greg_step = greg_step
 
     # -- per-replica phase functions -----------------------------------------------------------------------------
 
@@ -271,85 +235,76 @@ class Trainer:
         return [c[i * self.batch_gpu:(i + 1) * self.batch_gpu] for i in range(self.num_chunks)]
 
     def _chunks(self, t):
-        if t is None or not self.c_dim and t.shape.rank == 2 and t.shape[-1] == 0:
+        if t is None:
             return [None] * self.num_chunks
         return [t[i * self.batch_gpu:(i + 1) * self.batch_gpu] for i in range(self.num_chunks)]
-
-    def _run_D(self, img, c, sigma):
-        """D on blurred (config R) and augmented images."""
-        if self.opts["loss_kwargs"]["blur_init_sigma"]:
-            img = blur_images(img, sigma, max_sigma=self.opts["loss_kwargs"]["blur_init_sigma"])
-        if self.augment_pipe is not None:
-            img = self.augment_pipe(img)
-        return self.D(img, c)
 
     def _apply(self, opt, grads, variables):
         # Variables without a gradient in this phase (e.g. D's output bias under R1) are skipped, like torch's Adam.
         pairs = [(g, v) for g, v in zip(sanitize_gradients(grads), variables) if g is not None]
         opt.apply_gradients(pairs)
 
-    def _g_main(self, reals, labels, step, sigma):
+    # Each chunk's gradient is that of sum(per-sample loss) / global batch: the loss module returns gradients of
+    # ``mean_chunk(loss) * gain``, so gain = chunk / global batch (times the lazy interval for regularisers).
+
+    def _g_main(self, reals, labels, step, cur_nimg):
         zs = self._noise(step, PHASE_SEEDS["Gmain"])
         cs = self._gen_labels(labels, step, PHASE_SEEDS["Gmain"])
-        grads, logits_all, loss_all = None, [], []
+        grads, logits_all = None, []
         for z, c in zip(zs, cs):
-            with tf.GradientTape() as tape:
-                img = self.G(z, c)                                                       # [n, R, R, C]
-                logits = tf.cast(self._run_D(img, c, sigma), tf.float32)                 # [n, 1]
-                loss = tf.nn.softplus(-logits)                                           # -log(sigmoid(logits))
-                scaled = tf.reduce_sum(loss) / self.batch_size
-            grads = _accumulate(grads, tape.gradient(scaled, self._g_vars))
-            logits_all.append(logits)
-            loss_all.append(loss)
+            _, g, st = self.loss.gmain_grads(z, c, cur_nimg, self._g_tf, gain=self.batch_gpu / self.batch_size)
+            grads = _accumulate(grads, g)
+            logits_all.append(tf.cast(st["Loss/scores/fake"], tf.float32))
         self._apply(self.G_opt, grads, self._g_vars)
-        logits, loss = tf.concat(logits_all, 0), tf.concat(loss_all, 0)
+        logits = tf.concat(logits_all, 0)                                                 # [b, 1]
         return {"Loss/scores/fake": _stat(logits), "Loss/signs/fake": _stat(tf.sign(logits)),
-                "Loss/G/loss": _stat(loss)}
+                "Loss/G/loss": _stat(tf.nn.softplus(-logits))}
 
-    def _d_main(self, reals, labels, step, sigma):
+    def _d_main(self, reals, labels, step, cur_nimg):
         zs = self._noise(step, PHASE_SEEDS["Dmain"])
         cs = self._gen_labels(labels, step, PHASE_SEEDS["Dmain"])
         xs, rcs = self._chunks(reals), self._chunks(labels if self.c_dim else None)
-        grads, out = None, dict(fake=[], real=[], loss=[])
+        grads, fake, real = None, [], []
         for z, c, x, rc in zip(zs, cs, xs, rcs):
-            img = tf.stop_gradient(self.G(z, c, update_emas=True))                      # [n, R, R, C]
-            with tf.GradientTape() as tape:
-                lf = tf.cast(self._run_D(img, c, sigma), tf.float32)                     # [n, 1]
-                lr = tf.cast(self._run_D(x, rc, sigma), tf.float32)                      # [n, 1]
-                loss = tf.nn.softplus(lf) + tf.nn.softplus(-lr)                          # [n, 1]
-                scaled = tf.reduce_sum(loss) / self.batch_size
-            grads = _accumulate(grads, tape.gradient(scaled, self._d_vars))
-            out["fake"].append(lf)
-            out["real"].append(lr)
-            out["loss"].append(loss)
+            _, g, st = self.loss.dmain_grads(x, rc, z, c, cur_nimg, self._d_tf,
+                                             gain=self.batch_gpu / self.batch_size)
+            grads = _accumulate(grads, g)
+            fake.append(tf.cast(st["Loss/scores/fake"], tf.float32))
+            real.append(tf.cast(st["Loss/scores/real"], tf.float32))
         self._apply(self.D_opt, grads, self._d_vars)
-        lf, lr, loss = (tf.concat(out[k], 0) for k in ("fake", "real", "loss"))
+        lf, lr = tf.concat(fake, 0), tf.concat(real, 0)                                   # [b, 1]
         return {"Loss/scores/fake": _stat(lf), "Loss/signs/fake": _stat(tf.sign(lf)),
-                "Loss/scores/real": _stat(lr), "Loss/signs/real": _stat(tf.sign(lr)), "Loss/D/loss": _stat(loss)}
+                "Loss/scores/real": _stat(lr), "Loss/signs/real": _stat(tf.sign(lr)),
+                "Loss/D/loss": _stat(tf.nn.softplus(lf) + tf.nn.softplus(-lr))}
 
-    def _d_reg(self, reals, labels, step, sigma):
+    def _d_reg(self, reals, labels, step, cur_nimg):
         xs, rcs = self._chunks(reals), self._chunks(labels if self.c_dim else None)
-        gain = float(self.D_reg_interval)
-        grads, out = None, dict(real=[], pen=[], loss=[])
+        gain = self.D_reg_interval * self.batch_gpu / self.batch_size
+        grads, real, pen, reg = None, [], [], []
         for x, rc in zip(xs, rcs):
-            x = tf.identity(x)
-            with tf.GradientTape() as tape:
-                with tf.GradientTape() as inner:
-                    inner.watch(x)
-                    lr = tf.cast(self._run_D(x, rc, sigma), tf.float32)                  # [n, 1]
-                    total = tf.reduce_sum(lr)
-                g = inner.gradient(total, x)                                             # [n, R, R, C]
-                penalty = tf.reduce_sum(tf.square(tf.cast(g, tf.float32)), axis=[1, 2, 3])  # [n]
-                loss = penalty * (self.r1_gamma / 2)
-                scaled = tf.reduce_sum(loss) * gain / self.batch_size
-            grads = _accumulate(grads, tape.gradient(scaled, self._d_vars))
-            out["real"].append(lr)
-            out["pen"].append(penalty)
-            out["loss"].append(loss)
+            _, g, st = self.loss.dreg_grads(x, rc, cur_nimg, gain=gain, variables=self._d_tf)
+            grads = _accumulate(grads, g)
+            real.append(tf.cast(st["Loss/scores/real"], tf.float32))
+            pen.append(tf.cast(st["Loss/r1_penalty"], tf.float32))
+            reg.append(tf.cast(st["Loss/D/reg"], tf.float32))
         self._apply(self.D_opt, grads, self._d_vars)
-        lr, pen, loss = (tf.concat(out[k], 0) for k in ("real", "pen", "loss"))
+        lr = tf.concat(real, 0)
         return {"Loss/scores/real": _stat(lr), "Loss/signs/real": _stat(tf.sign(lr)),
-                "Loss/r1_penalty": _stat(pen), "Loss/D/reg": _stat(loss)}
+                "Loss/r1_penalty": _stat(tf.concat(pen, 0)), "Loss/D/reg": _stat(tf.concat(reg, 0))}
+
+    def _g_reg(self, reals, labels, step, cur_nimg):
+        """Path-length regularisation (stylegan2 config only; off for StyleGAN3)."""
+        zs = self._noise(step, PHASE_SEEDS["Greg"])
+        cs = self._gen_labels(labels, step, PHASE_SEEDS["Greg"])
+        gain = self.G_reg_interval * self.batch_gpu / self.batch_size
+        grads, pen, reg = None, [], []
+        for z, c in zip(zs, cs):
+            _, g, st = self.loss.greg_grads(z, c, gain=gain, variables=self._g_tf)
+            grads = _accumulate(grads, g)
+            pen.append(tf.cast(st["Loss/pl_penalty"], tf.float32))
+            reg.append(tf.cast(st["Loss/G/reg"], tf.float32))
+        self._apply(self.G_opt, grads, self._g_vars)
+        return {"Loss/pl_penalty": _stat(tf.concat(pen, 0)), "Loss/G/reg": _stat(tf.concat(reg, 0))}
 
     # -- data ----------------------------------------------------------------------------------------------------
 
@@ -378,15 +333,17 @@ class Trainer:
         t0 = time.perf_counter()
         reals, labels = next(self.iterator)
         step = tf.constant(self.step, tf.int64)
-        sigma = tf.constant(blur_sigma(self.cur_nimg, o["loss_kwargs"]["blur_init_sigma"],
-                                       o["loss_kwargs"]["blur_fade_kimg"]), tf.float32)
-        phases = [("Gmain", self.g_step), ("Dmain", self.d_step)]
+        nimg = tf.constant(self.cur_nimg, tf.int64)
+        phases = [("Gmain", self.g_step)]
+        if self.G_reg_interval and self.step % self.G_reg_interval == 0:
+            phases.append(("Greg", self.greg_step))
+        phases.append(("Dmain", self.d_step))
         if self.step % self.D_reg_interval == 0 and self.r1_gamma > 0:
             phases.append(("Dreg", self.dreg_step))
         results = {}
         for name, fn in phases:
             t = time.perf_counter()
-            res = {k: v.numpy() for k, v in fn(reals, labels, step, sigma).items()}
+            res = {k: v.numpy() for k, v in fn(reals, labels, step, nimg).items()}
             dt = time.perf_counter() - t
             if timings is not None:
                 timings[name] = timings.get(name, 0.0) + dt
@@ -403,7 +360,7 @@ class Trainer:
                     self.ada_sum += float(s_)
             results[name] = res
         t = time.perf_counter()
-        beta = ema_beta(self.batch_size, self.cur_nimg, o["ema_kimg"], o["ema_rampup"])
+        beta = ema_beta(self.cur_nimg, self.batch_size, o["ema_kimg"], o["ema_rampup"])
         self.ema_step(tf.constant(beta, tf.float32))
         if timings is not None:
             timings["ema"] = timings.get("ema", 0.0) + time.perf_counter() - t
@@ -434,8 +391,12 @@ class Trainer:
 
     def checkpoint_objects(self):
         objs = dict(G=self.G, D=self.D, G_ema=self.G_ema, G_opt=self.G_opt, D_opt=self.D_opt, **self.state)
+        objs["pl_mean"] = self.loss.pl_mean
+        objs["loss_rng"] = self.loss.rng
         if self.augment_pipe is not None:
             objs["augment_p"] = self.augment_pipe.p
+            if isinstance(getattr(self.augment_pipe, "rng", None), tf.random.Generator):
+                objs["augment_rng"] = self.augment_pipe.rng
         return objs
 
     def push_state(self):
@@ -509,7 +470,7 @@ def _default_discriminator(kwargs):
 
 def _default_augment_pipe(opts):
     from afgan_tf.training import augment
-    return augment.AugmentPipe(**augment.BGC) if hasattr(augment, "BGC") else augment.AugmentPipe()
+    return augment.AugmentPipe(p=0.0, seed=opts["random_seed"] + 1, **augment.BGC)
 
 
 def array_dataset_fn(images, labels=None, mirror=False, shuffle=True):

@@ -44,20 +44,17 @@ class OptionError(ValueError):
 
 def network_kwargs(cfg, batch, cbase, cmax, map_depth, mbstd_group, freezed, fp32, img_resolution,
                    img_channels, c_dim):
-    """The original train.py's ``G_kwargs`` / ``D_kwargs`` for ``cfg`` (constructor kwargs, spec §5.8)."""
+    """The original train.py's ``G_kwargs`` / ``D_kwargs`` for ``cfg`` (from ``afgan_tf.networks.presets``)."""
     if cfg not in CONFIGS:
         raise OptionError(f"--cfg: unknown config {cfg!r}; expected one of {', '.join(CONFIGS)}")
-    G = dict(z_dim=512, w_dim=512, c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
-             mapping_kwargs=dict(num_layers=map_depth), channel_base=cbase, channel_max=cmax,
-             num_fp16_res=0 if fp32 else 4, conv_clamp=None if fp32 else 256)
-    D = dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels, architecture="resnet",
-             channel_base=cbase, channel_max=cmax, num_fp16_res=0 if fp32 else 4, conv_clamp=None if fp32 else 256,
-             block_kwargs=dict(freeze_layers=freezed), mapping_kwargs=dict(),
-             epilogue_kwargs=dict(mbstd_group_size=mbstd_group))
-    if cfg != "stylegan2":
-        G["magnitude_ema_beta"] = 0.5 ** (batch / (20 * 1e3))
-    if cfg == "stylegan3-r":
-        G.update(conv_kernel=1, channel_base=cbase * 2, channel_max=cmax * 2, use_radial_filters=True)
+    from afgan_tf.networks import presets
+    try:
+        G = presets.generator_kwargs(cfg, img_resolution, img_channels=img_channels, c_dim=c_dim, cbase=cbase,
+                                     cmax=cmax, map_depth=map_depth, batch=batch, fp32=fp32)
+        D = presets.discriminator_kwargs(cfg, img_resolution, img_channels=img_channels, c_dim=c_dim, cbase=cbase,
+                                         cmax=cmax, mbstd_group=mbstd_group, freezed=freezed, fp32=fp32)
+    except ValueError as e:
+        raise OptionError(f"network options: {e}") from None
     return G, D
 
 
