@@ -90,19 +90,9 @@ def _prepare_heatmap(spectrum, image_size, smooth=1.25):
 
 
 def save_figure_atomic(fig, path, dpi=100):
-    import os
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Saves a matplotlib figure as PNG atomically (temp file + rename)."""
+    from .toolutil import _atomic
+    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 
 def plot_heatmap(spectrum, image_size, path, dpi=100, smooth=1.25, title=None):
