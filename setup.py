@@ -1,18 +1,145 @@
 """afgan-tf: StyleGAN3 (Alias-Free GAN) for TensorFlow 2 / Keras 3.
 
-`pip install .` installs the library; the compiled op library (custom_ops/) is built by the build_ext
-step (filled in by the compiled-ops work) and is optional at run time: every op has a pure-TF path.
-"""
-import os
+`pip install .` installs the library and compiles the op library (custom_ops/ -> afgan_tf/_afgan_tf_ops*.so)
+with the flags of the installed TensorFlow (`tf.sysconfig`), adding the CUDA kernels when `nvcc` is found.
+The compiled ops are optional at run time: when the compiler (or TensorFlow at build time) is missing, the
+build step warns and the pure-Python package is installed; every op then runs its pure-TF path.
 
-from setuptools import find_packages, setup
+Environment knobs: AFGAN_TF_BUILD_OPS=0 skips the op library; AFGAN_TF_CUDA=0 skips the CUDA kernels
+(=1 makes a CUDA failure fatal); AFGAN_TF_OPS_MARCH (default "native") sets -march; NVCC sets the nvcc path;
+AFGAN_TF_CUDA_ARCHS (default "80,90") the GPU architectures.
+"""
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.develop import develop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OPS_DIR = os.path.join(HERE, "custom_ops")
 
 
 def read_requirements(name):
     with open(os.path.join(HERE, name)) as fh:
         return [l.split("#")[0].strip() for l in fh if l.split("#")[0].strip()]
+
+
+def _warn(msg):
+    sys.stderr.write(f"\nWARNING (afgan-tf): {msg}\n\n")
+
+
+def ops_source_hash():
+    """Same definition as afgan_tf.ops._custom_ops.source_hash (sha256 of custom_ops/*.h, *.cc in name order)."""
+    files = sorted(glob.glob(os.path.join(OPS_DIR, "*.h")) + glob.glob(os.path.join(OPS_DIR, "*.cc")),
+                   key=os.path.basename)
+    h = hashlib.sha256()
+    for p in files:
+        with open(p, "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()
+
+
+def find_nvcc():
+    if os.environ.get("AFGAN_TF_CUDA", "") == "0":
+        return None
+    for cand in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc"):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+class BuildOps(build_ext):
+    """Compiles the op library; never fails the install (warns and skips instead)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = min(4, os.cpu_count() or 1)
+
+    def run(self):
+        if os.environ.get("AFGAN_TF_BUILD_OPS", "1") == "0":
+            if os.environ.get("AFGAN_TF_QUIET_SKIP", "0") != "1":
+                _warn("AFGAN_TF_BUILD_OPS=0: skipping the compiled op library (pure-TF ops only)")
+            return
+        try:
+            super().run()
+        except Exception as e:  # compiler missing, TF headers missing, ...
+            _warn(f"building the compiled op library failed ({type(e).__name__}: {e}); installing the pure-Python "
+                  "package, the ops will use their pure-TF reference path")
+
+    def build_extension(self, ext):
+        try:
+            import tensorflow as tf
+        except Exception as e:
+            raise RuntimeError(f"TensorFlow must be installed before afgan-tf to build the op library ({e}); "
+                               "install with --no-build-isolation")
+        cflags = list(tf.sysconfig.get_compile_flags())
+        lflags = list(tf.sysconfig.get_link_flags())
+        march = os.environ.get("AFGAN_TF_OPS_MARCH", "native")
+        extra = ["-O3", "-g0", "-fPIC", "-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno-unused-function",
+                 f'-DAFGAN_OPS_SOURCE_HASH="{ops_source_hash()}"']
+        if march:
+            extra.append(f"-march={march}")
+        ext.extra_compile_args = cflags + extra
+        ext.extra_link_args = lflags + ["-Wl,--no-undefined"]
+        nvcc = find_nvcc()
+        if nvcc:
+            try:
+                objs = self._build_cuda(nvcc, cflags)
+                ext.extra_objects = objs
+                if objs:
+                    ext.define_macros = [("GOOGLE_CUDA", "1")]
+            except Exception as e:
+                if os.environ.get("AFGAN_TF_CUDA", "") == "1":
+                    raise
+                _warn(f"compiling the CUDA kernels failed ({e}); building the CPU kernels only")
+                ext.extra_objects = []
+        super().build_extension(ext)
+
+    def _build_cuda(self, nvcc, cflags):
+        srcs = sorted(glob.glob(os.path.join(OPS_DIR, "*.cu.cc")))
+        out_dir = os.path.join(self.build_temp, "cuda")
+        os.makedirs(out_dir, exist_ok=True)
+        inc = [f for f in cflags if f.startswith("-I")]
+        defs = [f for f in cflags if f.startswith("-D")]
+        archs = os.environ.get("AFGAN_TF_CUDA_ARCHS", "80,90").split(",")
+        gencode = sum((["-gencode", f"arch=compute_{a.strip()},code=sm_{a.strip()}"] for a in archs if a.strip()), [])
+        objs = []
+        for src in srcs:
+            obj = os.path.join(out_dir, os.path.basename(src).replace(".cu.cc", ".cu.o"))
+            cmd = [nvcc, "-c", "-std=c++17", "-x", "cu", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
+                   "-DNDEBUG", "-DGOOGLE_CUDA=1", "-O3", "-w"] + defs + inc + ["-I", OPS_DIR] + gencode + [src, "-o", obj]
+            print(" ".join(cmd))
+            subprocess.run(cmd, check=True)
+            objs.append(obj)
+        return objs
+
+
+class DevelopWithOps(develop):
+    """`pip install -e .` (legacy path, no pyproject.toml): build the op library in place with THIS interpreter
+    (which has TensorFlow), then let setuptools' develop run its isolated editable install without it."""
+
+    def run(self):
+        if os.environ.get("AFGAN_TF_BUILD_OPS", "1") != "0":
+            cmd = self.distribution.get_command_obj("build_ext")
+            cmd.inplace = 1
+            self.run_command("build_ext")
+        os.environ["AFGAN_TF_BUILD_OPS"] = "0"  # the nested isolated build has no TensorFlow
+        os.environ["AFGAN_TF_QUIET_SKIP"] = "1"
+        super().run()
+
+
+def op_extension():
+    srcs = sorted(p for p in glob.glob(os.path.join(OPS_DIR, "*.cc")) if not p.endswith(".cu.cc"))
+    return Extension("afgan_tf._afgan_tf_ops", sources=[os.path.relpath(p, HERE) for p in srcs],
+                     include_dirs=[os.path.relpath(OPS_DIR, HERE)], language="c++",
+                     depends=[os.path.relpath(p, HERE) for p in glob.glob(os.path.join(OPS_DIR, "*.h"))])
 
 
 setup(
@@ -24,4 +151,6 @@ setup(
     install_requires=read_requirements("requirements.txt"),
     extras_require={"test": read_requirements("requirements-test.txt"), "torch": ["torch==2.13.0"]},
     include_package_data=True,
+    ext_modules=[op_extension()],
+    cmdclass={"build_ext": BuildOps, "develop": DevelopWithOps},
 )
