@@ -121,8 +121,11 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
             per_pipe = len(range(pipe_id, count, n_pipe))
             record_shard = n_pipe > 1
         keys = tf.data.Dataset.from_tensor_slices(files)
-        keys = keys.interleave(tf.data.TFRecordDataset, cycle_length=len(files), block_length=1,
-                               num_parallel_calls=AUTOTUNE if len(files) > 1 else None, deterministic=True)
+        if len(files) > 1:
+            keys = keys.interleave(tf.data.TFRecordDataset, cycle_length=len(files), block_length=1,
+                                   num_parallel_calls=AUTOTUNE, deterministic=True)
+        else:
+            keys = keys.flat_map(tf.data.TFRecordDataset)
         if record_shard:
             keys = keys.shard(n_pipe, pipe_id)
         tf_decode = tfrecord.make_decoder(meta)
