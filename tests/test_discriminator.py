@@ -2,6 +2,7 @@
 tf.function + second-order gradients, state_dict round trips and errors."""
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 from parity import assert_close, load, meta, nchw_to_nhwc
@@ -154,9 +155,13 @@ def test_conditional_discriminator():
 
 
 def test_tf_function_and_second_order_gradient():
+    keras.utils.set_random_seed(1)
     D = Discriminator(**_SMALL)
     x = tf.random.stateless_normal([4, 16, 16, 3], seed=[5, 6])
-    var = D.blocks[0].conv0.weight
+    # r1 = |d sum(D) / d img|^2 is exactly quadratic in the last (linear) layer's weight -- no lrelu mask depends on
+    # it -- so a central difference is exact up to rounding, yet d r1 / d w needs the backward pass of every layer
+    # to be differentiated again (double backprop through convs, resampling, lrelu, clamp, mbstd).
+    var = D.b4.out.weight
 
     def r1_and_grad(img):
         with tf.GradientTape() as outer:
@@ -176,7 +181,7 @@ def test_tf_function_and_second_order_gradient():
     d = tf.random.stateless_normal(var.shape, seed=[7, 8])
     d = d / tf.norm(d)
     w0 = tf.identity(var)
-    eps = 1e-2
+    eps = 0.1 * float(tf.norm(w0))
     var.assign(w0 + eps * d)
     rp = r1_and_grad(x)[0].numpy()
     var.assign(w0 - eps * d)
@@ -184,7 +189,7 @@ def test_tf_function_and_second_order_gradient():
     var.assign(w0)
     fd = (rp - rm) / (2 * eps)
     an = float(tf.reduce_sum(g_e * d))
-    assert abs(fd - an) <= 0.05 * abs(an) + 1e-3 * abs(r1_e.numpy()), (fd, an)
+    assert abs(fd - an) <= 1e-3 * float(tf.norm(g_e)), (fd, an)
 
 
 @pytest.mark.parametrize("arch", ["orig", "skip"])
