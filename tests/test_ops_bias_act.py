@@ -6,9 +6,24 @@ import pytest
 import tensorflow as tf
 
 import parity
+from afgan_tf.ops import _common, _custom_ops
 from afgan_tf.ops.bias_act import ACTIVATIONS, bias_act
 
 FILE = "ops_bias_act.npz"
+
+
+@pytest.fixture(autouse=True)
+def _force_reference(request, monkeypatch):
+    """This file tests the pure-TF reference (impl="auto" would pick the compiled op when it is built); the
+    parity cases parametrized with impl="custom" check the compiled op against the same data."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("impl") != "custom":
+        monkeypatch.setenv(_common.FORCE_REF_ENV, "1")
+
+
+def _skip_unless_available(impl, op_name):
+    if impl == "custom" and not _custom_ops.is_available(op_name):
+        pytest.skip(f"compiled {op_name} not available: {_custom_ops.load_error()}")
 
 
 def _cases():
@@ -26,8 +41,10 @@ def _axis_for(dim, ndim):
     return {1: 3, 2: 1, 3: 2, 0: 0}[dim]
 
 
+@pytest.mark.parametrize("impl", ["ref", "custom"])
 @pytest.mark.parametrize("case", _cases())
-def test_parity(case):
+def test_parity(case, impl):
+    _skip_unless_available(impl, "bias_act")
     z = parity.load(FILE)
     p = parity.meta(z, case + "/params")
     x = tf.constant(parity.nchw_to_nhwc(z[case + "/x"]))
@@ -37,7 +54,7 @@ def test_parity(case):
         tape.watch(x)
         if b is not None:
             tape.watch(b)
-        y = bias_act(x, b, axis=axis, act=p["act"], alpha=p["alpha"], gain=p["gain"], clamp=p["clamp"])
+        y = bias_act(x, b, axis=axis, act=p["act"], alpha=p["alpha"], gain=p["gain"], clamp=p["clamp"], impl=impl)
         loss = tf.reduce_sum(y * parity.nchw_to_nhwc(z[case + "/gy"]))
     y64 = parity.nchw_to_nhwc(z[case + "/y_f64"])
     scale = max(1.0, float(np.abs(y64).max()))

@@ -7,10 +7,25 @@ import scipy.signal
 import tensorflow as tf
 
 import parity
+from afgan_tf.ops import _common, _custom_ops
 from afgan_tf.ops.filtered_lrelu import filtered_lrelu
 from test_ops_upfirdn2d import np_upfirdn2d
 
 FILE = "ops_filtered_lrelu.npz"
+
+
+@pytest.fixture(autouse=True)
+def _force_reference(request, monkeypatch):
+    """This file tests the pure-TF reference (impl="auto" would pick the compiled op when it is built); the
+    parity cases parametrized with impl="custom" check the compiled op against the same data."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("impl") != "custom":
+        monkeypatch.setenv(_common.FORCE_REF_ENV, "1")
+
+
+def _skip_unless_available(impl, op_name):
+    if impl == "custom" and not _custom_ops.is_available(op_name):
+        pytest.skip(f"compiled {op_name} not available: {_custom_ops.load_error()}")
 
 
 def _cases():
@@ -21,16 +36,18 @@ def _cases():
     return json.loads(str(z["meta/cases"]))
 
 
-def _run(z, c, x, b):
+def _run(z, c, x, b, impl="auto"):
     p = parity.meta(z, c + "/params")
     fu = z[c + "/fu"] if c + "/fu" in z else None
     fd = z[c + "/fd"] if c + "/fd" in z else None
     return filtered_lrelu(x, fu, fd, b, up=p["up"], down=p["down"], padding=p["padding"], gain=p["gain"],
-                          slope=p["slope"], clamp=p["clamp"], flip_filter=p["flip_filter"])
+                          slope=p["slope"], clamp=p["clamp"], flip_filter=p["flip_filter"], impl=impl)
 
 
+@pytest.mark.parametrize("impl", ["ref", "custom"])
 @pytest.mark.parametrize("case", _cases())
-def test_parity(case):
+def test_parity(case, impl):
+    _skip_unless_available(impl, "filtered_lrelu")
     z = parity.load(FILE)
     x = tf.constant(parity.nchw_to_nhwc(z[case + "/x"]))
     b = tf.constant(z[case + "/b"]) if case + "/b" in z else None
@@ -38,7 +55,7 @@ def test_parity(case):
         tape.watch(x)
         if b is not None:
             tape.watch(b)
-        y = _run(z, case, x, b)
+        y = _run(z, case, x, b, impl)
         loss = tf.reduce_sum(y * parity.nchw_to_nhwc(z[case + "/gy"]))
     y64 = parity.nchw_to_nhwc(z[case + "/y_f64"])
     scale = max(1.0, float(np.abs(y64).max()))

@@ -6,9 +6,24 @@ import pytest
 import tensorflow as tf
 
 import parity
+from afgan_tf.ops import _common, _custom_ops
 from afgan_tf import ops as U
 
 FILE = "ops_upfirdn2d.npz"
+
+
+@pytest.fixture(autouse=True)
+def _force_reference(request, monkeypatch):
+    """This file tests the pure-TF reference (impl="auto" would pick the compiled op when it is built); the
+    parity cases parametrized with impl="custom" check the compiled op against the same data."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("impl") != "custom":
+        monkeypatch.setenv(_common.FORCE_REF_ENV, "1")
+
+
+def _skip_unless_available(impl, op_name):
+    if impl == "custom" and not _custom_ops.is_available(op_name):
+        pytest.skip(f"compiled {op_name} not available: {_custom_ops.load_error()}")
 
 
 def _cases():
@@ -58,23 +73,25 @@ def np_upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
 # ---------------------------------------------------------------------------------------------------------------
 # Parity with the original implementation.
 
-def _run_case(z, c, x):
+def _run_case(z, c, x, impl="auto"):
     p = parity.meta(z, c + "/params")
     f = z[c + "/f"] if c + "/f" in z else None
     if "wrapper" in p:
-        return getattr(U, p["wrapper"])(x, f, **p["wrapper_args"])
+        return getattr(U, p["wrapper"])(x, f, impl=impl, **p["wrapper_args"])
     return U.upfirdn2d(x, f, up=p["up"], down=p["down"], padding=p["padding"], flip_filter=p["flip_filter"],
-                       gain=p["gain"])
+                       gain=p["gain"], impl=impl)
 
 
+@pytest.mark.parametrize("impl", ["ref", "custom"])
 @pytest.mark.parametrize("case", _cases())
-def test_parity(case):
+def test_parity(case, impl):
+    _skip_unless_available(impl, "upfirdn2d")
     z = parity.load(FILE)
     x = tf.constant(parity.nchw_to_nhwc(z[case + "/x"]))
     gy = parity.nchw_to_nhwc(z[case + "/gy"])
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = _run_case(z, case, x)
+        y = _run_case(z, case, x, impl)
         loss = tf.reduce_sum(y * gy)
     dx = tape.gradient(loss, x)
     y_ref = parity.nchw_to_nhwc(z[case + "/y"])
