@@ -26,11 +26,11 @@ from afgan_tf.ops.conv2d_resample import conv2d_resample
 from afgan_tf.ops.upfirdn2d import setup_filter, downsample2d
 from afgan_tf.networks.layers import (FC, CONV, BUFFER, FILTER, FullyConnectedLayer, OriginalEntry,
                                       _check_kwargs, _normalize_2nd_moment)
+from afgan_tf.networks.generator import StateDictError, load_original_state_dict
 
-__all__ = ["Conv2dLayer", "FullyConnectedLayer", "MinibatchStdLayer", "DiscriminatorBlock", "DiscriminatorEpilogue",
+__all__ = ["StateDictError", "Conv2dLayer", "FullyConnectedLayer", "MinibatchStdLayer", "DiscriminatorBlock", "DiscriminatorEpilogue",
            "DiscriminatorMapping", "Discriminator"]
 
-_FILTER_TOL = 1e-6
 _SQRT_HALF = float(np.sqrt(0.5))
 
 
@@ -419,36 +419,16 @@ class Discriminator(keras.Model):
         return {e.name: e.to_original() for e in self.original_entries()}
 
     def load_original_state_dict(self, sd, strict=True):
-        """Loads the original's state_dict (name -> array, original layout). Errors name the offending entry.
+        """Loads the original's state_dict (name -> array, original layout; numpy or torch values).
 
-        ``strict``: unknown and missing entries are errors (otherwise ignored / left as they are). Shapes must
-        always match. ``resample_filter`` buffers are compared with ours (max |diff| <= 1e-6)."""
-        entries = {e.name: e for e in self.original_entries()}
-        unknown = [k for k in sd if k not in entries]
-        missing = [k for k in entries if k not in sd]
-        if strict and unknown:
-            raise KeyError(f"Discriminator.load_original_state_dict: unknown entry {unknown[0]!r}"
-                           + (f" (+{len(unknown) - 1} more: {unknown[1:6]})" if len(unknown) > 1 else ""))
-        if strict and missing:
-            raise KeyError(f"Discriminator.load_original_state_dict: missing entry {missing[0]!r}"
-                           + (f" (+{len(missing) - 1} more: {missing[1:6]})" if len(missing) > 1 else ""))
-        pending = []
-        for name, e in entries.items():
-            if name not in sd:
-                continue
-            a = np.asarray(sd[name])
-            if tuple(a.shape) != tuple(e.shape):
-                raise ValueError(f"Discriminator.load_original_state_dict: entry {name!r} has shape "
-                                 f"{tuple(a.shape)}, expected {tuple(e.shape)}")
-            if not np.issubdtype(a.dtype, np.floating):
-                raise TypeError(f"Discriminator.load_original_state_dict: entry {name!r} has dtype {a.dtype}, "
-                                f"expected floating point")
-            if e.kind == FILTER:
-                err = float(np.max(np.abs(a.astype(np.float64) - e.target))) if a.size else 0.0
-                if err > _FILTER_TOL:
-                    raise ValueError(f"Discriminator.load_original_state_dict: filter {name!r} differs from ours "
-                                     f"by {err:.3g} (> {_FILTER_TOL:g}); non-default resample_filter?")
-                continue
-            pending.append((e.target, e.from_original(a)))
-        for var, value in pending:  # assign only after every entry was validated
-            var.assign(value)
+        Errors (``StateDictError``) name the entry: unknown or missing names (``strict``), wrong shapes,
+        ``resample_filter`` buffers differing from ours by > 1e-6. Nothing is assigned unless all entries are valid.
+        """
+        return load_original_state_dict(self.original_entries(), sd, strict=strict, owner="Discriminator")
+
+    def get_config(self):
+        return json.loads(json.dumps(self.init_kwargs))
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
