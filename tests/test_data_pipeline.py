@@ -148,7 +148,6 @@ def test_seeded_pipeline_is_deterministic(tmp_path):
     assert sorted(_ids(a[:40], imgs)) == sorted(_ids(c[:40], imgs))  # same content per epoch, other order
 
 
-
 @pytest.mark.parametrize("kind,shards", [("tfrecord", 4), ("tfrecord", 3), ("original", 1)])
 def test_sharding_two_workers_cover_every_image_once(tmp_path, kind, shards):
     imgs = _images(13, seed=6)
