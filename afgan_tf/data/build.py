@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from . import ffhqu as ffhqu_mod
-from .images import BadImageError, apply_transform, is_power_of_two, load_image, open_image, parse_resolution
+from .images import (BadImageError, apply_transform, encode_png, is_power_of_two, load_image, open_image,
+                     parse_resolution)
 from .sources import ImageFolder, ffhq_items
 from .tfrecord import DatasetWriter, check_dest
 
@@ -157,7 +158,8 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
             raise _Skip(name, f"unreadable file ({e})") from None
         if ffhqu:
             c, q = center
-            return ffhqu_mod.crop_square_pil(a, c, q, size[0])
+            out = ffhqu_mod.crop_square_pil(a, c, q, size[0])
+            return out, (encode_png(out) if encoding == "png" else None)
         out = apply_transform(a, transform, *(size or (None, None)))
         if out is None:
             raise _Skip(name, f"dropped by --transform={transform} (image {a.shape[1]}x{a.shape[0]} too small)")
@@ -165,7 +167,7 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
             raise _Skip(name, f"not square ({out.shape[1]}x{out.shape[0]}); use --transform=center-crop")
         if not is_power_of_two(out.shape[0]):
             raise _Skip(name, f"side {out.shape[0]} is not a power of two; pass --resolution")
-        return out
+        return out, (encode_png(out) if encoding == "png" else None)  # PNG encoding also runs in the pool
 
     def plan(item):
         """Main-thread, in-order step: the FFHQ-U random shift (needs only the image size)."""
@@ -190,7 +192,7 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
                 seed=int(seed) if ffhqu else None, ffhq_json=os.path.abspath(ffhq_json) if ffhq_json else None,
                 min_size=int(min_size), tool="afgan-tf dataset_tool")
 
-    def emit(item, img):
+    def emit(item, img, png):
         if state["writer"] is None:
             res = img.shape[0]
             state["res"] = res
@@ -200,7 +202,7 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
             skip(item["name"], f"size {img.shape[1]}x{img.shape[0]} differs from the first image's "
                                f"{state['res']}x{state['res']}; pass --resolution")
             return False
-        state["writer"].add(img, item["label"], item["name"])
+        state["writer"].add(img, item["label"], item["name"], png=png)
         return True
 
     prog = Progress(len(items), enabled=progress)
@@ -233,12 +235,12 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
             item, fut = pending.popleft()
             done += 1
             try:
-                img = fut.result()
+                img, png = fut.result()
             except _Skip as s:
                 skip(s.name, s.reason)
             else:
                 if (state["writer"].count if state["writer"] else 0) < limit:
-                    emit(item, img)
+                    emit(item, img, png)
             prog.update(done, state["writer"].count if state["writer"] else 0, len(skipped))
         if state["writer"] is None:
             raise BuildError(f"--source {source}: no usable images ({len(skipped)} skipped)")

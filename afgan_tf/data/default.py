@@ -22,6 +22,7 @@ import numpy as np
 import PIL.Image
 
 from . import ffhqu, tfrecord
+from .images import encode_png
 
 CACHE_ENV = "AFGAN_TF_CACHE"
 VERSION = 1
@@ -151,10 +152,12 @@ def default_dataset(resolution=64, num_images=2048, cache_dir=None, seed=0, shar
     try:
         with tfrecord.DatasetWriter(dest, resolution, 3, 0, shards, "png", False, meta) as w, \
                 concurrent.futures.ThreadPoolExecutor(2) as pool:
-            crops = pool.map(lambda p: ffhqu.crop_square_pil(p[1], p[2], p[3], resolution, shrink_cache=cache),
-                             plans)
-            for (name, _, _, _), crop in zip(plans, crops):
-                w.add(crop, None, name)
+            def make(p):
+                crop = ffhqu.crop_square_pil(p[1], p[2], p[3], resolution, shrink_cache=cache)
+                return crop, encode_png(crop)
+
+            for (name, _, _, _), (crop, png) in zip(plans, pool.map(make, plans)):
+                w.add(crop, None, name, png=png)
     except FileExistsError:
         if not tfrecord.is_tfrecord_dataset(dest):  # another process finished first: use its result
             raise

@@ -132,13 +132,16 @@ def _floats(v):
     return tf.train.Feature(float_list=tf.train.FloatList(value=[float(a) for a in v]))
 
 
-def serialize_example(image, label, index, name, encoding="png"):
-    """uint8 ``[H, W, C]`` + float label vector → serialized tf.train.Example."""
+def serialize_example(image, label, index, name, encoding="png", png=None):
+    """uint8 ``[H, W, C]`` + float label vector → serialized tf.train.Example (``png``: pre-encoded bytes)."""
     from .images import encode_png
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3:
         raise ValueError(f"image must be uint8 [H, W, C], got {image.dtype} {image.shape}")
-    data = encode_png(image) if encoding == "png" else np.ascontiguousarray(image).tobytes()
+    if encoding == "png":
+        data = png if png is not None else encode_png(image)
+    else:
+        data = np.ascontiguousarray(image).tobytes()
     feats = {
         "image": _bytes(data),
         "shape": _ints(image.shape),
@@ -194,7 +197,9 @@ class DatasetWriter:
                          for i in range(self.num_shards)]
         return self
 
-    def add(self, image, label=None, name=""):
+    def add(self, image, label=None, name="", png=None):
+        """Appends one uint8 ``[R, R, C]`` image (``png``: optional PNG bytes of exactly this image, e.g. encoded
+        in a worker thread)."""
         image = np.asarray(image)
         want = (self.resolution, self.resolution, self.channels)
         if image.shape != want or image.dtype != np.uint8:
@@ -203,7 +208,7 @@ class DatasetWriter:
         if label.shape[0] != self.label_dim:
             raise ValueError(f"{name or 'image'}: label has length {label.shape[0]}, expected {self.label_dim}")
         s = self.count % self.num_shards
-        self._writers[s].write(serialize_example(image, label, self.count, name, self.encoding))
+        self._writers[s].write(serialize_example(image, label, self.count, name, self.encoding, png))
         self._counts[s] += 1
         self.count += 1
 
