@@ -37,9 +37,9 @@ def test_parity_d64_logits_blocks_grad(d64):
     assert_close(logits, d["out/logits"], atol=2e-5, name="d_64 logits")
     for r in (64, 32, 16, 8):
         ref = nchw_to_nhwc(d[f"blocks/b{r}"])
-        assert_close(blocks[f"b{r}"], ref, atol=1e-5 * max(1.0, np.abs(ref).max()), name=f"d_64 blocks/b{r}")
+        assert_close(blocks[f"b{r}"], ref, atol=1e-5 * max(1.0, float(np.abs(ref).max())), name=f"d_64 blocks/b{r}")
     gref = nchw_to_nhwc(d["out/grad_img_of_logits_sum"])
-    assert_close(grad, gref, atol=1e-5 * np.abs(gref).max(), name="d_64 grad_img_of_logits_sum")
+    assert_close(grad, gref, atol=1e-5 * float(np.abs(gref).max()), name="d_64 grad_img_of_logits_sum")
 
 
 def test_state_dict_roundtrip_names_order_and_filters(d64):
