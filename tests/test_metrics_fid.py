@@ -129,8 +129,7 @@ def _tiny_features_tf(x):
     return tf.reduce_mean(y, axis=[1, 2], keepdims=True)                     # [N, 1, 1, 8] like pool_3
 
 
-@pytest.fixture(scope="module")
-def tiny_pb(tmp_path_factory):
+def write_tiny_pb(path):
     """A frozen GraphDef shaped like classify_image_graph_def.pb: DecodeJpeg -> Cast -> ExpandDims ->
     ResizeBilinear (legacy) -> Sub -> Mul -> conv -> pool_3 (+ a batch-1 reshape that must not run)."""
     g = tf.Graph()
@@ -145,9 +144,14 @@ def tiny_pb(tmp_path_factory):
         y = tf.nn.relu(tf.nn.conv2d(x, tf.constant(W_CONV), 1, "VALID"))
         p = tf.reduce_mean(y, axis=[1, 2], keepdims=True, name="pool_3")
         tf.reshape(p, [1, 8], name="pool_3/_reshape")
-    path = tmp_path_factory.mktemp("pb") / "classify_image_graph_def.pb"
-    path.write_bytes(g.as_graph_def().SerializeToString())
+    with open(path, "wb") as fh:
+        fh.write(g.as_graph_def().SerializeToString())
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_pb(tmp_path_factory):
+    return write_tiny_pb(str(tmp_path_factory.mktemp("pb") / "classify_image_graph_def.pb"))
 
 
 def test_graphdef_extractor_matches_keras_extractor(tiny_pb):
@@ -175,7 +179,7 @@ def test_graphdef_errors(tmp_path, tiny_pb):
 
 # ------------------------------------------------------------------ dataset statistics cache + generator
 
-def _write_dataset(folder, n=6, res=16, seed=0):
+def write_dataset(folder, n=6, res=16, seed=0):
     os.makedirs(folder, exist_ok=True)
     rng = np.random.RandomState(seed)
     for i in range(n):
@@ -184,7 +188,7 @@ def _write_dataset(folder, n=6, res=16, seed=0):
 
 def test_dataset_stats_cache_hit_and_miss(tmp_path):
     data = str(tmp_path / "data")
-    _write_dataset(data)
+    write_dataset(data)
     cache = str(tmp_path / "cache")
     ex = fid.KerasFeatureExtractor(_tiny_features_tf, name="tiny", resize=(RES_IN, RES_IN))
     s1, st1 = fid.dataset_stats(data, ex, cache_dir=cache, return_cache_status=True)

@@ -21,18 +21,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from afgan_tf.metrics import toolutil as tu  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("source", None, "dataset (folder / zip / TFRecord folder) or network")
-flags.DEFINE_integer("num", None, "number of images (default: whole dataset; required for a network)")
-flags.DEFINE_integer("seed", 0, "random seed (network: image i uses seed + i)")
-flags.DEFINE_string("dest", None, "output .npz (calc)")
-flags.DEFINE_float("mean", None, "dataset mean (uint8 scale), from `stats`")
-flags.DEFINE_float("std", None, "dataset std (uint8 scale), from `stats`")
-flags.DEFINE_float("beta", 8.0, "Kaiser window beta")
-flags.DEFINE_integer("interp", 4, "zero-padding factor")
-flags.DEFINE_string("save", None, "output PNG (heatmap / slices)")
-flags.DEFINE_integer("dpi", 100, "PNG dpi")
-flags.DEFINE_float("smooth", None, "Gaussian smoothing (heatmap default 1.25, slices default 0)")
-flags.DEFINE_integer("batch", 16, "generator batch size")
+
+
+def define_flags():
+    """Defines this tool's absl flags (only when run as a script, so the tools can be imported together)."""
+    flags.DEFINE_string("source", None, "dataset (folder / zip / TFRecord folder) or network")
+    flags.DEFINE_integer("num", None, "number of images (default: whole dataset; required for a network)")
+    flags.DEFINE_integer("seed", 0, "random seed (network: image i uses seed + i)")
+    flags.DEFINE_string("dest", None, "output .npz (calc)")
+    flags.DEFINE_float("mean", None, "dataset mean (uint8 scale), from `stats`")
+    flags.DEFINE_float("std", None, "dataset std (uint8 scale), from `stats`")
+    flags.DEFINE_float("beta", 8.0, "Kaiser window beta")
+    flags.DEFINE_integer("interp", 4, "zero-padding factor")
+    flags.DEFINE_string("save", None, "output PNG (heatmap / slices)")
+    flags.DEFINE_integer("dpi", 100, "PNG dpi")
+    flags.DEFINE_float("smooth", None, "Gaussian smoothing (heatmap default 1.25, slices default 0)")
+    flags.DEFINE_integer("batch", 16, "generator batch size")
+
 
 
 def _is_dataset(src):
@@ -137,4 +142,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, argv=tu.normalise_argv(sys.argv))

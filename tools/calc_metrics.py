@@ -23,18 +23,23 @@ from afgan_tf.metrics import toolutil as tu  # noqa: E402
 from afgan_tf.metrics.metric_main import METRICS, calc_metric, report_metric  # noqa: E402,F401
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("network", None, "network: .npz/.pkl file, random:<cfg>:<res>[:seed] or toy[:k=v,...]")
-flags.DEFINE_string("metrics", "fid50k_full", f"comma-separated metric names ({', '.join(METRICS)})")
-flags.DEFINE_string("data", None, "dataset: image folder / zip / TFRecord dataset folder (FID, KID)")
-flags.DEFINE_boolean("mirror", False, "accepted for compatibility; FID/KID never use x-flips (like *_full)")
-flags.DEFINE_string("inception", None, "path of classify_image_graph_def.pb (inception-2015-12-05)")
-flags.DEFINE_integer("num", None, "number of generated samples (default 50000)")
-flags.DEFINE_integer("seed", 0, "random seed of latents / transforms")
-flags.DEFINE_integer("batch", None, "batch size (default 4 for EQ metrics, 16 for FID/KID)")
-flags.DEFINE_string("outdir", None, "where metric-<name>.jsonl goes when the network is not in a run dir")
-flags.DEFINE_string("cache_dir", None, "dataset statistics cache (default ~/.cache/afgan_tf/metrics)")
-flags.DEFINE_integer("gpus", 1, "accepted for compatibility (single process)")
-flags.DEFINE_boolean("verbose", True, "print progress")
+
+
+def define_flags():
+    """Defines this tool's absl flags (only when run as a script, so the tools can be imported together)."""
+    flags.DEFINE_string("network", None, "network: .npz/.pkl file, random:<cfg>:<res>[:seed] or toy[:k=v,...]")
+    flags.DEFINE_string("metrics", "fid50k_full", f"comma-separated metric names ({', '.join(METRICS)})")
+    flags.DEFINE_string("data", None, "dataset: image folder / zip / TFRecord dataset folder (FID, KID)")
+    flags.DEFINE_boolean("mirror", False, "accepted for compatibility; FID/KID never use x-flips (like *_full)")
+    flags.DEFINE_string("inception", None, "path of classify_image_graph_def.pb (inception-2015-12-05)")
+    flags.DEFINE_integer("num", None, "number of generated samples (default 50000)")
+    flags.DEFINE_integer("seed", 0, "random seed of latents / transforms")
+    flags.DEFINE_integer("batch", None, "batch size (default 4 for EQ metrics, 16 for FID/KID)")
+    flags.DEFINE_string("outdir", None, "where metric-<name>.jsonl goes when the network is not in a run dir")
+    flags.DEFINE_string("cache_dir", None, "dataset statistics cache (default ~/.cache/afgan_tf/metrics)")
+    flags.DEFINE_integer("gpus", 1, "accepted for compatibility (single process)")
+    flags.DEFINE_boolean("verbose", True, "print progress")
+
 
 
 def result_dir(network, outdir=None):
@@ -90,4 +95,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, argv=tu.normalise_argv(sys.argv))

@@ -18,15 +18,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from afgan_tf.metrics import toolutil as tu  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("network", None, "network: .npz/.pkl file, random:<cfg>:<res>[:seed] or toy[:k=v,...]")
-flags.DEFINE_string("seeds", None, "seeds, e.g. 0,1,4-6")
-flags.DEFINE_float("trunc", 1.0, "truncation psi")
-flags.DEFINE_integer("class", None, "class label (conditional networks)")
-flags.DEFINE_string("noise_mode", "const", "accepted for compatibility (StyleGAN3 has no noise inputs)")
-flags.DEFINE_string("translate", "0,0", "translate X,Y in canvas units (image widths)")
-flags.DEFINE_float("rotate", 0.0, "rotation angle in degrees")
-flags.DEFINE_string("outdir", None, "output folder")
-flags.DEFINE_string("grid", None, "also write grid.png with WxH cells (e.g. 4x2)")
+
+
+def define_flags():
+    """Defines this tool's absl flags (only when run as a script, so the tools can be imported together)."""
+    flags.DEFINE_string("network", None, "network: .npz/.pkl file, random:<cfg>:<res>[:seed] or toy[:k=v,...]")
+    flags.DEFINE_string("seeds", None, "seeds, e.g. 0,1,4-6")
+    flags.DEFINE_float("trunc", 1.0, "truncation psi")
+    flags.DEFINE_integer("class", None, "class label (conditional networks)")
+    flags.DEFINE_string("noise_mode", "const", "accepted for compatibility (StyleGAN3 has no noise inputs)")
+    flags.DEFINE_string("translate", "0,0", "translate X,Y in canvas units (image widths)")
+    flags.DEFINE_float("rotate", 0.0, "rotation angle in degrees")
+    flags.DEFINE_string("outdir", None, "output folder")
+    flags.DEFINE_string("grid", None, "also write grid.png with WxH cells (e.g. 4x2)")
+
 
 
 def generate_images(network, seeds, outdir, trunc=1.0, class_idx=None, translate=(0.0, 0.0), rotate=0.0,
@@ -80,4 +85,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, argv=tu.normalise_argv(sys.argv))

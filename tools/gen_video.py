@@ -19,16 +19,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from afgan_tf.metrics import toolutil as tu  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("network", None, "network: .npz/.pkl file, random:<cfg>:<res>[:seed] or toy[:k=v,...]")
-flags.DEFINE_string("seeds", None, "keyframe seeds, e.g. 0-31")
-flags.DEFINE_integer("shuffle_seed", None, "shuffle the seed slots with this random seed")
-flags.DEFINE_string("grid", "1x1", "grid WxH")
-flags.DEFINE_integer("num_keyframes", None, "keyframes per cell (default: #seeds / (W·H))")
-flags.DEFINE_integer("w_frames", 120, "frames between keyframes")
-flags.DEFINE_float("trunc", 1.0, "truncation psi")
-flags.DEFINE_integer("class", None, "class label (conditional networks)")
-flags.DEFINE_integer("fps", 60, "frames per second")
-flags.DEFINE_string("output", None, "output .mp4")
+
+
+def define_flags():
+    """Defines this tool's absl flags (only when run as a script, so the tools can be imported together)."""
+    flags.DEFINE_string("network", None, "network: .npz/.pkl file, random:<cfg>:<res>[:seed] or toy[:k=v,...]")
+    flags.DEFINE_string("seeds", None, "keyframe seeds, e.g. 0-31")
+    flags.DEFINE_integer("shuffle_seed", None, "shuffle the seed slots with this random seed")
+    flags.DEFINE_string("grid", "1x1", "grid WxH")
+    flags.DEFINE_integer("num_keyframes", None, "keyframes per cell (default: #seeds / (W·H))")
+    flags.DEFINE_integer("w_frames", 120, "frames between keyframes")
+    flags.DEFINE_float("trunc", 1.0, "truncation psi")
+    flags.DEFINE_integer("class", None, "class label (conditional networks)")
+    flags.DEFINE_integer("fps", 60, "frames per second")
+    flags.DEFINE_string("output", None, "output .mp4")
+
 
 
 def interpolation_ws(G, seeds, grid=(1, 1), num_keyframes=None, shuffle_seed=None, trunc=1.0, class_idx=None):
@@ -117,4 +122,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, argv=tu.normalise_argv(sys.argv))

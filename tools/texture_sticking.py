@@ -26,20 +26,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from afgan_tf.metrics import toolutil as tu  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("network", None, "network(s): file, random:<cfg>:<res>[:seed] or toy[:k=v,...]; "
-                          "give twice for a side-by-side comparison")
-flags.DEFINE_string("outdir", None, "output folder")
-flags.DEFINE_integer("seed", 0, "central / start latent seed")
-flags.DEFINE_integer("seed2", 1, "end latent seed of the interpolation")
-flags.DEFINE_integer("num_avg", 64, "images averaged in the latent neighbourhood")
-flags.DEFINE_float("radius", 0.3, "std of the latent neighbourhood (z units)")
-flags.DEFINE_integer("frames", 96, "frames of the interpolation / translation sequence")
-flags.DEFINE_float("shift", 0.25, "sub-pixel translation per frame (pixels)")
-flags.DEFINE_integer("column", -1, "pixel column cut for the streak image (-1 = centre)")
-flags.DEFINE_integer("fps", 30, "video frames per second")
-flags.DEFINE_boolean("video", True, "write sticking.mp4")
-flags.DEFINE_float("trunc", 1.0, "truncation psi")
-flags.DEFINE_integer("batch", 8, "generator batch size")
+
+
+def define_flags():
+    """Defines this tool's absl flags (only when run as a script, so the tools can be imported together)."""
+    flags.DEFINE_multi_string("network", None, "network(s): file, random:<cfg>:<res>[:seed] or toy[:k=v,...]; "
+                              "give twice for a side-by-side comparison")
+    flags.DEFINE_string("outdir", None, "output folder")
+    flags.DEFINE_integer("seed", 0, "central / start latent seed")
+    flags.DEFINE_integer("seed2", 1, "end latent seed of the interpolation")
+    flags.DEFINE_integer("num_avg", 64, "images averaged in the latent neighbourhood")
+    flags.DEFINE_float("radius", 0.3, "std of the latent neighbourhood (z units)")
+    flags.DEFINE_integer("frames", 96, "frames of the interpolation / translation sequence")
+    flags.DEFINE_float("shift", 0.25, "sub-pixel translation per frame (pixels)")
+    flags.DEFINE_integer("column", -1, "pixel column cut for the streak image (-1 = centre)")
+    flags.DEFINE_integer("fps", 30, "video frames per second")
+    flags.DEFINE_boolean("video", True, "write sticking.mp4")
+    flags.DEFINE_float("trunc", 1.0, "truncation psi")
+    flags.DEFINE_integer("batch", 8, "generator batch size")
+
 
 
 def _gen(G, z, trunc, batch):
@@ -187,4 +192,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, argv=tu.normalise_argv(sys.argv))
