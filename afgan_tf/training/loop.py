@@ -130,6 +130,9 @@ class Trainer:
     def build(self):
         """Create networks, optimisers, state variables and compile the phase steps (inside strategy.scope())."""
         o = self.opts
+        import keras
+        # Seeded initialisation: identical start on every worker and in every process of a resumed run.
+        keras.utils.set_random_seed(o["random_seed"])
         with self.strategy.scope():
             self.G = self.make_generator(copy.deepcopy(o["G_kwargs"]))
             self.D = self.make_discriminator(copy.deepcopy(o["D_kwargs"]))
@@ -724,8 +727,7 @@ def _make_agree_fn(strategy):
 
     @tf.function
     def agree(flag):
-        def rf(f):
-            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MAX, f)
-        return strategy.experimental_local_results(strategy.run(rf, args=(flag,)))[0]
+        per_replica = strategy.run(lambda f: tf.identity(f) * 1.0, args=(flag,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return lambda flag: bool(agree(tf.constant(1.0 if flag else 0.0)).numpy() > 0)
