@@ -6,7 +6,8 @@ Contract used by the op modules (canonical, already-parsed arguments; x is NHWC)
   filtered_lrelu(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1, gain, slope, clamp, flip_filter)
 Filters are float32 tensors (1-D separable or 2-D [fh, fw]; identity passed as None). ``b`` may be None.
 ``axis`` may be negative. ``alpha`` may be None for activations without one. All three return a tensor of
-x's dtype; float64 inputs (and float16 without a GPU) are computed in float32 and cast back.
+x's dtype. The kernels are float32 (CPU) / float32+float16 (GPU): float16/bfloat16 without a GPU are computed
+in float32 and cast back; float64 inputs are handed to the public op with ``impl="ref"`` (full precision).
 
 The library
 -----------
@@ -39,8 +40,9 @@ _lock = threading.Lock()
 _state = {"tried": False, "module": None, "error": None, "path": None}
 
 
-def source_hash(src_dir=_SRC_DIR):
+def source_hash(src_dir=None):
     """sha256 of the concatenated custom_ops/*.h, *.cc (incl. .cu.cc) files in name order; None if absent."""
+    src_dir = src_dir or _SRC_DIR
     files = sorted(glob.glob(os.path.join(src_dir, "*.h")) + glob.glob(os.path.join(src_dir, "*.cc")),
                    key=os.path.basename)
     if not files:
@@ -178,6 +180,10 @@ def upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gai
     """Compiled upfirdn2d (see afgan_tf.ops.upfirdn2d for the semantics). x NHWC."""
     mod = _require()
     x = tf.convert_to_tensor(x)
+    if x.dtype == tf.float64:
+        from .upfirdn2d import upfirdn2d as ref
+        return ref(x, f, up=[upx, upy], down=[downx, downy], padding=[px0, px1, py0, py1], flip_filter=flip_filter,
+                   gain=gain, impl="ref")
     dt = _compute_dtype(x)
     xc = tf.cast(x, dt) if dt != x.dtype else x
     y = mod.afgan_upfirdn2d(xc, _filter(f, "f", 2), upx=int(upx), upy=int(upy), downx=int(downx),
@@ -219,6 +225,9 @@ def bias_act(x, b, axis, act, alpha, gain, clamp):
     """Compiled bias_act (see afgan_tf.ops.bias_act). alpha/gain resolved; clamp float or None."""
     mod = _require()
     x = tf.convert_to_tensor(x)
+    if x.dtype == tf.float64:
+        from .bias_act import bias_act as ref
+        return ref(x, b, axis=axis, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="ref")
     dt = _compute_dtype(x)
     xc = tf.cast(x, dt) if dt != x.dtype else x
     rank = xc.shape.rank
@@ -290,6 +299,10 @@ def filtered_lrelu(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1, gai
     """Compiled fused filtered_lrelu (see afgan_tf.ops.filtered_lrelu). Saves only a 2-bit code for backward."""
     mod = _require()
     x = tf.convert_to_tensor(x)
+    if x.dtype == tf.float64:
+        from .filtered_lrelu import filtered_lrelu as ref
+        return ref(x, fu, fd, b, up=[upx, upy], down=[downx, downy], padding=[px0, px1, py0, py1], gain=gain,
+                   slope=slope, clamp=clamp, flip_filter=flip_filter, impl="ref")
     dt = _compute_dtype(x)
     xc = tf.cast(x, dt) if dt != x.dtype else x
     bc = tf.zeros([0], dt) if b is None else tf.cast(tf.convert_to_tensor(b), dt)
