@@ -218,9 +218,10 @@ class StyleGAN2Loss(tf.Module):
             out = tf.reduce_sum(img * noise)
         pl_grads = tape.gradient(out, ws)                                     # [n, num_ws, w_dim]
         pl_lengths = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(pl_grads), axis=2), axis=1))  # [n]
-        pl_mean = self.pl_mean + self.pl_decay * (tf.reduce_mean(pl_lengths) - self.pl_mean)
-        self.pl_mean.assign(tf.stop_gradient(pl_mean))
-        penalty = tf.square(pl_lengths - tf.stop_gradient(pl_mean))
+        old_mean = tf.cast(self.pl_mean, pl_lengths.dtype)
+        pl_mean = tf.stop_gradient(old_mean + self.pl_decay * (tf.reduce_mean(pl_lengths) - old_mean))
+        self.pl_mean.assign(tf.cast(pl_mean, self.pl_mean.dtype))
+        penalty = tf.square(pl_lengths - pl_mean)                             # [n]
         loss = tf.reduce_mean(penalty * self.pl_weight) * gain
         return loss, {"Loss/pl_penalty": penalty, "Loss/G/reg": penalty * self.pl_weight}
 
