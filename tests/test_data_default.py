@@ -42,3 +42,15 @@ def test_default_dataset_builds_caches_and_is_deterministic(tmp_path, monkeypatc
     # same arguments elsewhere → identical pixels; another seed → other crops
     np.testing.assert_array_equal(_pixels(default_dataset(32, 40, cache_dir=str(tmp_path / "b"), seed=3)), x)
     assert not np.array_equal(_pixels(default_dataset(32, 40, cache_dir=str(tmp_path / "c"), seed=4)), x)
+
+
+def test_ffhq_like_input_from_real_photos_through_the_tool(tmp_path):
+    from afgan_tf.data import build_dataset
+    from afgan_tf.data.synthetic import make_ffhq_like
+    js = make_ffhq_like(str(tmp_path / "wild"), copies=2, seed=1)
+    res = build_dataset(str(tmp_path / "wild" / "in-the-wild-images"), str(tmp_path / "u"), resolution=32,
+                        ffhq_json=js, ffhqu=True, progress=False, log=lambda m: None)
+    n_faces = len(default_mod.load_photos()[0])
+    assert res["written"] == 2 * n_faces and not res["skipped"]
+    x = _pixels(str(tmp_path / "u"))
+    assert x.shape == (2 * n_faces, 32, 32, 3) and np.all(x.reshape(len(x), -1).std(axis=1) > 0.05)
