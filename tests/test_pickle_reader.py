@@ -75,9 +75,11 @@ class FakePersistent(torch.nn.Module):
         return (pers._reconstruct_persistent_obj, (meta,))
 
 
-def marker_src(marker_path, extra=""):
-    return (f"import pathlib\npathlib.Path({str(marker_path)!r}).write_text('executed')\n{extra}\n"
-            f"class SynthesisInput: pass\n")
+def marker_src(marker_path, class_name="Generator"):
+    """Module source that creates ``marker_path`` when executed; mimics the defining module of ``class_name``."""
+    body = ("class SynthesisInput: pass\nclass Generator: pass\n" if class_name == "Generator" else
+            "class DiscriminatorEpilogue: pass\nclass SynthesisBlock: pass\nclass Discriminator: pass\n")
+    return f"import pathlib\npathlib.Path({str(marker_path)!r}).write_text('executed')\n{body}"
 
 
 def build_fake_network(state_dict, class_name, init_kwargs, module_src, child_class=None):
@@ -93,7 +95,7 @@ def build_fake_network(state_dict, class_name, init_kwargs, module_src, child_cl
                 child.module_src = module_src
                 mod.add_module(p, child)
             mod = mod._modules[p]
-        t = torch.from_numpy(np.ascontiguousarray(value))
+        t = torch.from_numpy(np.array(value, order="C", copy=True))  # (ascontiguousarray would make 0-d 1-d)
         if parts[-1] in _BUFFER_NAMES:
             mod.register_buffer(parts[-1], t)
         else:
@@ -107,7 +109,7 @@ def make_fake_network_pkl(path, nets, marker_path, training_set_kwargs=None, pro
     data = {}
     for key, (class_name, init_kwargs, sd) in nets.items():
         kw = dnu.EasyDict({k: (dnu.EasyDict(v) if isinstance(v, dict) else v) for k, v in init_kwargs.items()})
-        data[key] = build_fake_network(sd, class_name, kw, marker_src(marker_path)) if sd is not None else None
+        data[key] = build_fake_network(sd, class_name, kw, marker_src(marker_path, class_name)) if sd is not None else None
     data.setdefault("augment_pipe", None)
     data["training_set_kwargs"] = dnu.EasyDict(training_set_kwargs) if training_set_kwargs is not None else None
     with open(path, "wb") as fh:
@@ -179,7 +181,8 @@ def test_persistent_network_read_without_exec(tmp_path):
             np.testing.assert_array_equal(net["state_dict"][name], ref)
             assert net["state_dict"][name].dtype == ref.dtype
         assert net["init_kwargs"] == kw and type(net["init_kwargs"]["mapping_kwargs"]) is dict
-        assert net["module"] == "training.networks_stylegan3"
+    assert info["G"]["module"] == "training.networks_stylegan3"
+    assert info["D"]["module"] == "training.networks_stylegan2"
     assert info["G"]["class_name"] == "Generator" and info["D"]["class_name"] == "Discriminator"
     assert info["training_set_kwargs"] == {"path": "x.zip", "resolution": 8}
     assert info["augment_pipe"] is None
