@@ -191,6 +191,9 @@ def _atomic_write(path, write_fn, suffix=".tmp"):
             write_fn(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -1,0 +1,105 @@
+"""Convert an original StyleGAN3 network pickle to afgan-tf formats (no code from the pickle is executed).
+
+  python tools/convert_pkl.py --source=network-snapshot-000000.pkl --dest=DIR
+
+Writes (each file atomically: temp file + rename):
+  DIR/network-snapshot.npz         our network snapshot (G, D, G_ema; original names/layout; load with
+                                   ``afgan_tf.convert.load_network``)
+  DIR/G_ema.weights.h5             Keras-format weights of G_ema (``G.load_weights`` after building
+                                   ``Generator(**init_kwargs)``)
+  DIR/G_ema.init_kwargs.json       {"class": ..., "init_kwargs": ...} for that rebuild
+and prints a summary. Exit status 0 ok, 1 error.
+"""
+import json
+import pickle
+import os
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("source", None, "original network pickle (.pkl) or our .npz snapshot")
+    flags.DEFINE_string("dest", None, "output directory (created if needed)")
+    flags.DEFINE_boolean("weights_h5", True, "also write G_ema.weights.h5 + G_ema.init_kwargs.json")
+
+
+def _count(net):
+    import numpy as np
+    return int(sum(int(np.prod(v.shape)) for v in net.weights))
+
+
+def _atomic_keras_weights(net, path):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=d)
+    os.close(fd)
+    os.unlink(tmp)  # Keras writes the file itself
+    try:
+        net.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def convert(source, dest, weights_h5=True, out=print):
+    """Library entry of the CLI. Returns {name: written path}."""
+    from afgan_tf import convert as conv
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"--source: {source} does not exist")
+    os.makedirs(dest, exist_ok=True)
+    nets = conv.load_network(source)
+    present = {k: nets[k] for k in ("G", "D", "G_ema") if nets.get(k) is not None}
+    if not present:
+        raise ValueError(f"--source: {source} holds none of G, D, G_ema")
+    extra = dict(source=os.path.abspath(source))
+    if nets.get("training_set_kwargs") is not None:
+        extra["training_set_kwargs"] = nets["training_set_kwargs"]
+    if nets.get("augment_pipe") is not None:
+        ap = nets["augment_pipe"]
+        extra["augment_pipe"] = dict(class_name=ap.get("class_name"), init_kwargs=ap.get("init_kwargs"))
+    written = {}
+    written["snapshot"] = conv.save_network_snapshot(os.path.join(dest, "network-snapshot.npz"), present, extra)
+    G = present.get("G_ema")
+    if weights_h5 and G is not None:
+        h5 = os.path.join(dest, "G_ema.weights.h5")
+        _atomic_keras_weights(G, h5)
+        written["weights_h5"] = h5
+        js = os.path.join(dest, "G_ema.init_kwargs.json")
+        text = json.dumps({"class": conv.network_class_name(G), "init_kwargs": G.init_kwargs}, indent=2)
+        conv._atomic_write(js, lambda fh: fh.write(text.encode()))
+        written["init_kwargs"] = js
+    out(f"Source: {source}")
+    for k, net in present.items():
+        kw = net.init_kwargs
+        out(f"  {k:6s} {conv.network_class_name(net):24s} {kw.get('img_resolution')}x{kw.get('img_resolution')} "
+            f"c_dim={kw.get('c_dim')} params+buffers={_count(net):,}")
+    if nets.get("augment_pipe") is not None:
+        out(f"  augment_pipe: {nets['augment_pipe'].get('class_name')} (kept as info in meta/extra only)")
+    for k, p in written.items():
+        out(f"Wrote {k}: {p}")
+    return written
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.source or not FLAGS.dest:
+        raise app.UsageError("--source and --dest are required")
+    try:
+        convert(FLAGS.source, FLAGS.dest, weights_h5=FLAGS.weights_h5)
+    except (FileNotFoundError, ValueError, TypeError, KeyError, NotImplementedError, pickle.UnpicklingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
