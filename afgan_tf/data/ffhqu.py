@@ -214,6 +214,7 @@ def crop_square_tf(image, center, q, out_size, supersample=4):
     bilinear ``crop_and_resize`` at sample ``(c - q/2) + (j + 0.5)·q/S`` for ``S = supersample·out``;
     antialiased Lanczos3 to ``out``.
     """
+    image = tf.convert_to_tensor(image)
     x = tf.cast(image, tf.float32)  # [H, W, C]
     center = tf.cast(center, tf.float32)
     q = tf.cast(q, tf.float32)
@@ -238,13 +239,15 @@ def crop_square_tf(image, center, q, out_size, supersample=4):
     y = tf.image.crop_and_resize(x[None], boxes, tf.zeros([1], tf.int32), [size, size], method="bilinear")
     if size != out_size:
         y = tf.image.resize(y, [out_size, out_size], method="lanczos3", antialias=True)
+    if image.dtype == tf.uint8:
+        y = tf.clip_by_value(y, 0.0, 255.0)  # Lanczos ringing stays inside the uint8 range, as PIL's output
     return y[0]  # [out, out, C]
 
 
 def ffhqu_crop_tf(image, landmarks, resolution, seed, random_shift=DEFAULT_SHIFT, max_retries=MAX_RETRIES,
                   return_center=False):
     """tf.data map function: image ``[H, W, C]`` (uint8 or float) + landmarks ``[68, 2]`` → random unaligned crop
-    float32 ``[resolution, resolution, C]`` in the input's value units (uint8 input → 0..255 floats).
+    float32 ``[resolution, resolution, C]`` in the input's value units (uint8 input → floats clipped to 0..255).
 
     ``seed``: int64 ``[2]`` stateless seed (e.g. from ``tf.data.Dataset.random`` or the element index); the same
     seed gives the same crop. ``return_center=True`` also returns ``(center [2], q, ok)``.
