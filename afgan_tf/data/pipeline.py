@@ -25,6 +25,7 @@ from .sources import ImageFolder
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 4096
+SHUFFLE_BUFFER_BYTES = 512 << 20
 
 
 def _open_original(path):
@@ -86,8 +87,8 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
       num_parallel, prefetch: decode parallelism and prefetch depth (AUTOTUNE by default).
       deterministic: element order guarantee; default True when ``seed`` is given or ``shuffle`` is False.
       use_labels: return the dataset's labels (``[c_dim]``); else zero-width labels.
-      shuffle_buffer: shuffle buffer in elements (default: everything for the original format, else
-        ``min(elements, 4096)``).
+      shuffle_buffer: shuffle buffer in elements (default: everything for the original format; for TFRecords
+        ``min(elements, 4096)`` records, fewer (>= 256) when that would exceed ~512 MB of encoded images).
       drop_remainder: drop a last partial batch (default: ``repeat``).
     """
     path = os.path.abspath(os.fspath(path))
@@ -133,7 +134,10 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
         def decode_key(key):
             img, lab = tf_decode(key)
             return img, lab[:out_c]
-        default_buffer = DEFAULT_SHUFFLE_BUFFER
+        total_bytes = sum(os.path.getsize(f) for f in files)
+        avg_bytes = max(total_bytes / max(count if record_shard else per_pipe, 1), 1)
+        # elements hold the encoded records: cap the buffer's memory (~SHUFFLE_BUFFER_BYTES) for large images
+        default_buffer = int(min(DEFAULT_SHUFFLE_BUFFER, max(256, SHUFFLE_BUFFER_BYTES // avg_bytes)))
     else:
         folder, _, _ = _open_original(path)
         labels = folder.labels().astype(np.float32)[:, :out_c]  # [count, out_c]
