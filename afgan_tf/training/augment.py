@@ -36,6 +36,10 @@ import tensorflow as tf
 
 from afgan_tf.ops import downsample2d as _downsample2d, upsample2d as _upsample2d
 
+# Our functions use no tensor-dependent Python control flow; skipping autograph conversion keeps tracing fast
+# (autograph would otherwise recurse into every helper and op module).
+_no_autograph = tf.autograph.experimental.do_not_convert
+
 # Daubechies symlet-6 low-pass decomposition filter (12 taps, orthonormal: sum = sqrt(2), sum of squares = 1).
 # Verified in tests/test_augment.py by orthogonality (sum_k h[k] h[k + 2m] = delta_m), 6 vanishing moments of the
 # matching high-pass and by re-deriving it via spectral factorisation with the least-asymmetric root choice.
@@ -150,6 +154,7 @@ def _bilinear_sample(img, ux, uy, lo_x, hi_x, lo_y, hi_y):
             tap(x0, y0 + 1, (1 - fx) * fy) + tap(x0 + 1, y0 + 1, fx * fy))
 
 
+@_no_autograph
 def apply_geometric(images, G_inv, impl="auto"):
     """Runs the geometric chain (steps 2-5 of the module docstring) for given inverse matrices.
 
@@ -205,6 +210,7 @@ def apply_geometric(images, G_inv, impl="auto"):
                              flip_filter=True, impl=impl)                  # [N, H, W, C]
 
 
+@_no_autograph
 def apply_color(images, C_mat):
     """``rgb <- C[:3, :3] rgb + C[:3, 3]`` per pixel; grayscale uses the mean of the three rows.
 
@@ -277,6 +283,7 @@ class AugmentPipe(tf.Module):
         return any(self.multipliers[k] > 0 for k in COLOR_KEYS)
 
     # -- parameter sampling ---------------------------------------------------------------------------------------
+    @_no_autograph
     def sample_params(self, batch_size, height, width, channels, return_draws=False):
         """Draws the per-sample matrices. Returns ``(G_inv [N, 3, 3], C [N, 4, 4])`` (+ the raw draws dict).
 
@@ -371,6 +378,7 @@ class AugmentPipe(tf.Module):
         return G_inv, C
 
     # -- execution ------------------------------------------------------------------------------------------------
+    @_no_autograph
     def __call__(self, images):
         images = tf.convert_to_tensor(images)
         if images.shape.rank != 4:
@@ -447,6 +455,7 @@ class AdaController(tf.Module):
         """``batch * interval / (kimg * 1000)``: the amount p moves per adjustment."""
         return self.batch * self.interval / (self.kimg * 1000)
 
+    @_no_autograph
     def accumulate(self, real_logits):
         """Adds ``sign(real_logits)`` to the running statistics (no-op unless mode 'ada')."""
         if self.mode != "ada":
@@ -455,10 +464,12 @@ class AdaController(tf.Module):
         self.sign_sum.assign_add(tf.reduce_sum(tf.sign(x)))
         self.sign_count.assign_add(tf.cast(tf.size(x), tf.float32))
 
+    @_no_autograph
     def rt(self):
         """Current ``r_t`` estimate (mean sign since the last adjustment; 0 when nothing was accumulated)."""
         return tf.math.divide_no_nan(tf.convert_to_tensor(self.sign_sum), tf.convert_to_tensor(self.sign_count))
 
+    @_no_autograph
     def update(self):
         """Adjusts p now from the accumulated signs and resets the statistics. Returns the new p (or None)."""
         if self.mode != "ada":
@@ -472,6 +483,7 @@ class AdaController(tf.Module):
         self.sign_count.assign(0.0)
         return tf.convert_to_tensor(self.p)
 
+    @_no_autograph
     def step(self):
         """Counts one training iteration; every ``interval``-th call runs :meth:`update`. Returns p (or None)."""
         self.num_iters.assign_add(1)

@@ -69,6 +69,7 @@ def _filter_same(x, f):
     return x
 
 
+@tf.autograph.experimental.do_not_convert
 def blur_images(images, sigma, max_sigma=None):
     """Blurs NHWC ``images`` with the kernel of ``sigma`` (no-op when ``floor(3 * sigma) == 0``).
 

@@ -112,6 +112,7 @@ class EmaUpdater:
     def beta(self, cur_nimg):
         return ema_beta(cur_nimg, self.batch, self.ema_kimg, self.ema_rampup)
 
+    @tf.autograph.experimental.do_not_convert
     def update(self, cur_nimg):
         beta = self.beta(cur_nimg)
         if _in_replica_context_of_strategy():
