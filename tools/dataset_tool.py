@@ -1,4 +1,4 @@
-"""Build a training dataset (our sharded TFRecords + dataset.json) from images.
+r"""Build a training dataset (our sharded TFRecords + dataset.json) from images.
 
   python tools/dataset_tool.py --source=DIR|ZIP --dest=DIR [--resolution=256] [--transform=center-crop]
       [--channels=3] [--max-images=N] [--shards=4] [--strict] [--overwrite]
@@ -20,6 +20,7 @@ from flags import dataset_flags  # noqa: E402
 
 FLAGS = absl_flags.FLAGS
 dataset_flags.define_flags(FLAGS)
+absl_flags.adopt_module_key_flags(dataset_flags)  # list them under --help / --helpshort
 
 
 def normalise_argv(argv):

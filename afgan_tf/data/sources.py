@@ -21,7 +21,7 @@ LABELS_NAME = "dataset.json"
 def convert_labels(raw, where):
     """List of raw labels (ints or lists) → float32 ``[N, c_dim]`` as the original does."""
     if raw is None or len(raw) == 0:
-        return np.zeros([0 if raw is None else 0, 0], np.float32)
+        return np.zeros([0, 0], np.float32)
     a = np.asarray(raw)
     if a.ndim == 1:
         if not np.issubdtype(a.dtype, np.integer):
