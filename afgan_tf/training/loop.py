@@ -66,6 +66,16 @@ def _stat(values):
     return tf.stack([tf.cast(tf.size(v), tf.float32), tf.reduce_sum(v), tf.reduce_sum(tf.square(v))])
 
 
+def _preload_custom_ops():
+    """Load the compiled op library eagerly: a first load inside a tf.function trace fails and would leave the
+    whole run on the slower reference ops."""
+    try:
+        from afgan_tf.ops import _custom_ops
+        _custom_ops.load_error()
+    except ImportError:
+        pass
+
+
 def _tf_var(v):
     """The tf.Variable behind a Keras 3 Variable (the variable itself otherwise)."""
     inner = getattr(v, "value", None)
@@ -131,6 +141,7 @@ class Trainer:
         """Create networks, optimisers, state variables and compile the phase steps (inside strategy.scope())."""
         o = self.opts
         import keras
+        _preload_custom_ops()
         # Seeded initialisation: identical start on every worker and in every process of a resumed run.
         keras.utils.set_random_seed(o["random_seed"])
         with self.strategy.scope():

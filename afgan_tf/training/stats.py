@@ -64,6 +64,34 @@ class StatsWriter:
             import tensorflow as tf
             self._tb = tf.summary.create_file_writer(run_dir)
 
+    @staticmethod
+    def _scalar(tag, value, step):
+        import tensorflow as tf
+        try:
+            tf.summary.scalar(tag, value, step=step)
+        except Exception as e:  # TBNotInstalledError: write the same event with the plugin metadata ourselves
+            if "ensorBoard" not in str(e) and "ensorboard" not in str(e):
+                raise
+            from tensorflow.core.framework import summary_pb2
+            md = summary_pb2.SummaryMetadata()
+            md.plugin_data.plugin_name = "scalars"
+            tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=md.SerializeToString())
+
+    @staticmethod
+    def _image(tag, grid_uint8, step):
+        import tensorflow as tf
+        try:
+            tf.summary.image(tag, grid_uint8[None], step=step)
+        except Exception as e:  # same event as tf.summary.image: [width, height, png] strings, 'images' plugin
+            if "ensorBoard" not in str(e) and "ensorboard" not in str(e):
+                raise
+            from tensorflow.core.framework import summary_pb2
+            md = summary_pb2.SummaryMetadata()
+            md.plugin_data.plugin_name = "images"
+            png = tf.io.encode_png(tf.constant(grid_uint8))
+            t = tf.stack([tf.as_string(grid_uint8.shape[1]), tf.as_string(grid_uint8.shape[0]), png])
+            tf.summary.write(tag, t, step=step, metadata=md.SerializeToString())
+
     def write(self, stats, kimg, timestamp=None):
         rec = dict(stats)
         rec["timestamp"] = time.time() if timestamp is None else timestamp
@@ -74,21 +102,21 @@ class StatsWriter:
             import tensorflow as tf
             with self._tb.as_default():
                 for name, v in stats.items():
-                    tf.summary.scalar(name, v["mean"], step=int(kimg))
+                    self._scalar(name, v["mean"], int(kimg))
             self._tb.flush()
 
     def image(self, name, grid_uint8, kimg):
         if self._tb is not None:
             import tensorflow as tf
             with self._tb.as_default():
-                tf.summary.image(name, grid_uint8[None], step=int(kimg))
+                self._image(name, grid_uint8, int(kimg))
             self._tb.flush()
 
     def scalar(self, name, value, kimg):
         if self._tb is not None:
             import tensorflow as tf
             with self._tb.as_default():
-                tf.summary.scalar(name, value, step=int(kimg))
+                self._scalar(name, value, int(kimg))
             self._tb.flush()
 
     def close(self):

@@ -1,0 +1,191 @@
+"""Train StyleGAN3 (or continue a run) on one device, several GPUs/CPUs (MirroredStrategy) or several machines
+(MultiWorkerMirroredStrategy via TF_CONFIG).
+
+  python tools/train.py --outdir=training-runs --cfg=stylegan3-t --data=DATASET --batch=32 --gamma=8.2 --mirror=1
+  python tools/train.py --preset=cpu-tiny --kimg=2                # embedded sample photos, small nets, on a CPU
+  python tools/train.py --outdir=training-runs/00003-stylegan3-t-...  # continue that run from its last checkpoint
+  python tools/train.py --flagfile=run.flags -n                    # print the resolved options (dry run)
+
+Resume order: --resume=RUN_DIR|CKPT (full state), --resume=PKL|NPZ (weights only, like the original), --outdir
+pointing at a run directory (continue it in place), else a new numbered run directory. SIGTERM / SIGINT finish
+the current iteration, save a checkpoint and exit with status 0. Exit status: 0 done or interrupted cleanly,
+1 error (message on stderr; a NaN/Inf loss keeps the last good checkpoint), 2 bad flags.
+"""
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags as absl_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+FLAGS = absl_flags.FLAGS
+
+
+def flag(name):
+    return FLAGS[name].value
+
+
+def apply_preset():
+    """--preset fills in flags that were not given explicitly."""
+    from afgan_tf.training.options import CPU_PRESETS
+    from flags.train_flags import PRESET_FLAGS
+    preset = CPU_PRESETS[flag("preset")]
+    for name in PRESET_FLAGS:
+        key = name.replace("-", "_")
+        if key in preset and not FLAGS[name].present:
+            FLAGS[name].value = preset[key]
+    if flag("preset") != "none" and FLAGS["cfg"].value is None:
+        FLAGS["cfg"].value = "stylegan3-t"
+
+
+def fail(msg, code=1):
+    print(f"Error: {msg}", file=sys.stderr)
+    return code
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    from afgan_tf.training import checkpoint, distribute, options
+    from afgan_tf.training.options import OptionError
+
+    # 1. Flags (+ preset) -------------------------------------------------------------------------------------------
+    apply_preset()
+    for req in ("cfg", "batch", "gamma"):
+        if flag(req) is None and not (FLAGS["outdir"].present and options.is_run_dir(flag("outdir"))):
+            return fail(f"--{req} is required (or use --preset=cpu-tiny)", 2)
+
+    # 2. Strategy (before TensorFlow creates any tensor: logical CPU devices) ------------------------------------
+    try:
+        strategy = distribute.make_strategy(flag("strategy"), flag("cpu-replicas"))
+    except OptionError as e:
+        return fail(e, 2)
+    import tensorflow as tf
+    if flag("deterministic"):
+        tf.config.experimental.enable_op_determinism()
+    task_id, num_workers, is_chief = distribute.worker_info(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if flag("gpus") is not None and flag("gpus") != replicas:
+        return fail(f"--gpus={flag('gpus')} but the strategy ({distribute.strategy_name(strategy)}) has {replicas} "
+                    f"replica(s); drop --gpus or choose --strategy/--cpu-replicas accordingly", 2)
+
+    # 3. Resume mode and options --------------------------------------------------------------------------------------
+    try:
+        spec = checkpoint.resolve_resume(flag("resume"), flag("outdir"))
+    except FileNotFoundError as e:
+        return fail(e, 2)
+    from afgan_tf import data as data_lib
+    if spec.kind == "inplace":
+        opts = options.load_options(spec.run_dir)
+        for name, key in (("kimg", "total_kimg"), ("tick", "kimg_per_tick"), ("snap", "network_snapshot_ticks")):
+            if FLAGS[name].present:
+                opts[key] = flag(name)
+        if opts["num_replicas"] != replicas:
+            return fail(f"{spec.run_dir} was trained with {opts['num_replicas']} replica(s), this process has "
+                        f"{replicas}; the global batch must stay {opts['batch_size']} (use the same replica count)")
+        data_path = opts["data"]
+    else:
+        try:
+            data_path = flag("data") or data_lib.default_dataset(resolution=flag("res"), verbose=is_chief)
+            info = data_lib.dataset_info(data_path)
+        except (FileNotFoundError, ValueError) as e:
+            return fail(f"--data: {e}", 2)
+        if flag("cond") and info["c_dim"] == 0:
+            return fail(f"--cond: the dataset {data_path} has no labels", 2)
+        name = os.path.basename(os.path.normpath(data_path)) if flag("data") else f"default{info['resolution']}"
+        name = "".join(ch if ch.isalnum() or ch in "_.+" else "-" for ch in os.path.splitext(name)[0])
+        try:
+            opts = options.resolve_options(
+                cfg=flag("cfg"), batch=flag("batch"), gamma=flag("gamma"), data=os.path.abspath(data_path),
+                outdir=flag("outdir"), batch_gpu=flag("batch-gpu"), mirror=flag("mirror"), aug=flag("aug"),
+                target=flag("target"), p=flag("p"), kimg=flag("kimg"), tick=flag("tick"), snap=flag("snap"),
+                seed=flag("seed"), cbase=flag("cbase"), cmax=flag("cmax"), map_depth=flag("map-depth"),
+                mbstd_group=flag("mbstd-group"), glr=flag("glr"), dlr=flag("dlr"), freezed=flag("freezed"),
+                resume=flag("resume"), metrics=flag("metrics"), fp32=flag("fp32"), desc=flag("desc"),
+                num_replicas=replicas, num_workers=num_workers, deterministic=flag("deterministic"),
+                res=flag("res"), cond=flag("cond"), preset=flag("preset"), img_resolution=info["resolution"],
+                img_channels=info["channels"], c_dim=info["c_dim"] if flag("cond") else 0, dataset_name=name,
+                dataset_size=info["count"], mixed_precision=bool(tf.config.list_physical_devices("GPU")))
+        except OptionError as e:
+            return fail(e, 2)
+        options.apply_resume_settings(opts, weights_only=spec.kind == "weights")
+    opts["strategy"] = distribute.strategy_name(strategy)
+    opts["ckpt_ticks"], opts["ckpt_keep"] = flag("ckpt-ticks"), flag("ckpt-keep")
+
+    # 4. Dry run --------------------------------------------------------------------------------------------------------
+    if flag("dry-run"):
+        print(json.dumps(opts, indent=2, sort_keys=True))
+        print(f"Resume: {spec!r}")
+        print("Dry run; exiting.")
+        return 0
+
+    # 5. Run directory, log ---------------------------------------------------------------------------------------------
+    from afgan_tf.training import loop, stats
+    run_dir = spec.run_dir if spec.kind == "inplace" else options.next_run_dir(flag("outdir"), opts)
+    logger = None
+    if is_chief:
+        os.makedirs(run_dir, exist_ok=True)
+        options.write_json_atomic(os.path.join(run_dir, "training_options.json"), opts)
+        logger = stats.Logger(os.path.join(run_dir, "log.txt"))
+    print(f"Run directory: {run_dir}")
+    print(f"Strategy: {opts['strategy']} ({replicas} replica(s), worker {task_id} of {num_workers}); "
+          f"data: {data_path}; resume: {spec.kind}{' from ' + str(spec.path) if spec.path else ''}")
+
+    # 6. Trainer ----------------------------------------------------------------------------------------------------------
+    def dataset_fn(ctx, per_replica_batch, seed, skip_batches):
+        ds = data_lib.make_dataset(data_path, batch_size=per_replica_batch * ctx.num_replicas_in_sync,
+                                   mirror=opts["mirror"], shuffle=True, repeat=True, seed=seed, input_context=ctx,
+                                   use_labels=opts["cond"])
+        return ds.skip(skip_batches) if skip_batches else ds
+
+    try:
+        trainer = loop.Trainer(opts, strategy, dataset_fn=dataset_fn).build()
+    except (ValueError, TypeError) as e:
+        return fail(f"building the networks: {e}")
+    n_g = sum(int(tf.size(v)) for v in trainer.G.trainable_variables)
+    n_d = sum(int(tf.size(v)) for v in trainer.D.trainable_variables)
+    print(f"G: {n_g:,} trainable parameters; D: {n_d:,}")
+    gw, gh = stats.grid_size(opts["G_kwargs"]["img_resolution"], max_images=flag("grid-max"))
+    reals = next(iter(data_lib.make_dataset(data_path, batch_size=gw * gh, shuffle=False, repeat=True,
+                                            use_labels=opts["cond"])))
+    real_grid = (reals[0].numpy(), reals[1].numpy())
+
+    def snapshot_fn(path, tr):
+        from afgan_tf import convert
+        convert.save_network_snapshot(path, dict(G=tr.G, D=tr.D, G_ema=tr.G_ema),
+                                      extra=dict(training_set_kwargs=dict(path=data_path, mirror=opts["mirror"]),
+                                                 cur_nimg=tr.cur_nimg, augment_p=tr.augment_p, cfg=opts["cfg"]))
+
+    metrics_fn = None
+    if opts["metrics"]:
+        from afgan_tf.metrics import metric_main
+        metrics_fn = metric_main.make_training_metrics_fn(data_path, inception=flag("inception"),
+                                                          seed=opts["random_seed"])
+
+    # 7. Train ----------------------------------------------------------------------------------------------------------
+    try:
+        status = loop.run_training(trainer, run_dir, resume=spec, is_chief=is_chief, ckpt_ticks=opts["ckpt_ticks"],
+                                   ckpt_keep=opts["ckpt_keep"], max_grid_images=flag("grid-max"),
+                                   snapshot_fn=snapshot_fn, metrics_fn=metrics_fn, real_grid=real_grid)
+    finally:
+        if logger is not None:
+            logger.close()
+    if status["error"]:
+        return fail(status["error"])
+    if status["interrupted"]:
+        print(f"Interrupted ({status['interrupted']}) at kimg {status['kimg']:.3f}; continue with: "
+              f"python tools/train.py --outdir={run_dir}")
+    else:
+        print(f"Done. Run directory: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    from flags import train_flags
+    train_flags.define_flags(FLAGS)
+    app.run(main)
