@@ -198,7 +198,9 @@ def load_generator(spec):
     except ImportError as e:
         raise RuntimeError(f"cannot load {spec}: afgan_tf.convert.load_network is not available ({e})") from e
     nets = load_network(spec)
-    G = nets.get("G_ema") or nets.get("G")
+    G = nets.get("G_ema")
+    if G is None:
+        G = nets.get("G")
     if G is None:
         raise ValueError(f"{spec}: contains no generator (G_ema / G)")
     return G
