@@ -128,6 +128,9 @@ def test_mirror_doubles_each_image_once_per_epoch(tmp_path):
     assert len(ids) == 14 and -1 not in ids
     assert sorted(i for i in ids if i >= 0) == list(range(7))  # each once as is
     assert sorted(-i - 2 for i in ids if i < 0) == list(range(7))  # each once mirrored
+    # the two copies are a pass apart: the first half of the epoch holds every image once, in mixed orientation
+    assert sorted(i if i >= 0 else -i - 2 for i in ids[:7]) == list(range(7))
+    assert any(i < 0 for i in ids[:7]) and any(i >= 0 for i in ids[:7])
     # with repeat: every epoch (14 elements) is again a full doubled pass, reshuffled
     x, _ = _collect(make_dataset(path, batch_size=7, mirror=True, seed=1).take(4))
     e1, e2 = _ids(x[:14], imgs), _ids(x[14:], imgs)

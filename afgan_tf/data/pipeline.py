@@ -6,8 +6,10 @@ Reads our TFRecord datasets and the original's format (folder or uncompressed zi
      image indices (original format);
   2. per-worker sharding with ``input_context`` (whole shard files when their number divides evenly, else
      every ``num_input_pipelines``-th record) — done before any shuffling, so workers get disjoint shares;
-  3. mirroring: each key becomes (key, not flipped), (key, flipped) — the dataset doubles like the original's
-     ``xflip``; 4. seeded shuffle (buffer ``shuffle_buffer``), 5. repeat;
+  3.-5. passes over the keys (endless with ``repeat``), each shuffled with its own seed (buffer
+     ``shuffle_buffer``); with ``mirror`` an epoch is two passes and every image is flipped in exactly one of
+     them (a stateless coin per (seed, epoch, image)), so the dataset doubles like the original's ``xflip``
+     and the two copies of an image are a pass apart;
   6. parallel decode (PNG via ``tf.io.decode_png``, raw bytes, or PIL in ``tf.numpy_function`` for other
      formats) + x-flip, 7. batch (per-replica size under ``input_context``), uint8 → float32 ``x/127.5 - 1``,
      8. prefetch.
@@ -132,8 +134,8 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
         tf_decode = tfrecord.make_decoder(meta)
 
         def decode_key(key):
-            img, lab = tf_decode(key)
-            return img, lab[:out_c]
+            img, lab, index = tf_decode(key)
+            return img, lab[:out_c], index
         total_bytes = sum(os.path.getsize(f) for f in files)
         avg_bytes = max(total_bytes / max(count if record_shard else per_pipe, 1), 1)
         # elements hold the encoded records: cap the buffer's memory (~SHUFFLE_BUFFER_BYTES) for large images
@@ -162,28 +164,40 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
             read_img = _pil_decoder(folder, res, ch)
 
         def decode_key(i):
-            return read_img(i), tf.gather(labels_t, i)
-        default_buffer = per_pipe * (2 if mirror else 1)
+            return read_img(i), tf.gather(labels_t, i), i
+        default_buffer = per_pipe
     if per_pipe == 0:
         raise ValueError(f"{path}: input pipeline {pipe_id} of {n_pipe} gets no images ({count} in the dataset)")
 
-    # 3. mirroring doubles the elements: (key, False), (key, True)
-    if mirror:
-        keys = keys.map(lambda k: (tf.stack([k, k]), tf.constant([False, True]))).unbatch()
-    else:
-        keys = keys.map(lambda k: (k, tf.constant(False)))
+    # 3.-5. passes over the (sharded) keys, each shuffled with its own seed; an epoch is 2 passes with mirroring
+    passes_per_epoch = 2 if mirror else 1
+    passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(passes_per_epoch)
+    buf = max(int(shuffle_buffer or min(default_buffer, per_pipe)), 1)
+    flip_seed = int(seed) if seed is not None else int(np.random.randint(0, 2 ** 31 - 1))
 
-    # 4.-5. shuffle (per epoch) and repeat
-    if shuffle:
-        buf = int(shuffle_buffer or min(default_buffer, per_pipe * (2 if mirror else 1)))
-        keys = keys.shuffle(max(buf, 1), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        keys = keys.repeat()
+    def one_pass(p):
+        ds = keys.map(lambda k: (k, p))
+        if shuffle:
+            pass_seed = None if seed is None else tf.constant(int(seed) * 1000003, tf.int64) + p
+            ds = ds.shuffle(buf, seed=pass_seed, reshuffle_each_iteration=False)
+        return ds
+
+    keys = passes.flat_map(one_pass)
+
+    def flip_of(index, p):
+        """Mirroring: in epoch e = p // 2, image i is flipped in exactly one of the two passes, chosen by a
+        stateless coin (seed, e, i) — each image once as is and once mirrored per epoch, a pass apart."""
+        if not mirror:
+            return tf.constant(False)
+        s = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(flip_seed, tf.int64), p // 2]),
+                                                     tf.cast(index, tf.int64))
+        coin = tf.random.stateless_uniform([], seed=s, minval=0, maxval=2, dtype=tf.int64)
+        return tf.not_equal(coin, p % 2)
 
     # 6. decode + x-flip
-    def decode(key, flip):
-        img, lab = decode_key(key)  # [R, R, C] uint8, [out_c]
-        img = tf.cond(flip, lambda: tf.reverse(img, axis=[1]), lambda: img)
+    def decode(key, p):
+        img, lab, index = decode_key(key)  # [R, R, C] uint8, [out_c], scalar
+        img = tf.cond(flip_of(index, p), lambda: tf.reverse(img, axis=[1]), lambda: img)
         return img, lab
 
     ds = keys.map(decode, num_parallel_calls=num_parallel, deterministic=deterministic)

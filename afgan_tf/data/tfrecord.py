@@ -282,7 +282,7 @@ FEATURES = {
 
 
 def make_decoder(meta):
-    """Serialized Example → (uint8 ``[R, R, C]``, float32 label ``[label_dim]``) for the given metadata."""
+    """Serialized Example → (uint8 ``[R, R, C]``, float32 label ``[label_dim]``, int64 index) for the metadata."""
     res, ch, ldim = int(meta["resolution"]), int(meta["channels"]), int(meta["label_dim"])
     encoding = meta.get("encoding", "png")
 
@@ -295,6 +295,6 @@ def make_decoder(meta):
         img = tf.reshape(img, [res, res, ch])  # [R, R, C]
         label = tf.sparse.to_dense(ex["label"])
         label = tf.reshape(label, [ldim])
-        return img, label
+        return img, label, ex["index"]
 
     return decode
