@@ -23,21 +23,17 @@ sys.path.insert(0, ROOT)
 FLAGS = absl_flags.FLAGS
 
 
-def flag(name):
-    return FLAGS[name].value
-
-
-def apply_preset():
+def apply_preset(fv):
     """--preset fills in flags that were not given explicitly."""
     from afgan_tf.training.options import CPU_PRESETS
     from flags.train_flags import PRESET_FLAGS
-    preset = CPU_PRESETS[flag("preset")]
+    preset = CPU_PRESETS[fv["preset"].value]
     for name in PRESET_FLAGS:
         key = name.replace("-", "_")
-        if key in preset and not FLAGS[name].present:
-            FLAGS[name].value = preset[key]
-    if flag("preset") != "none" and FLAGS["cfg"].value is None:
-        FLAGS["cfg"].value = "stylegan3-t"
+        if key in preset and not fv[name].present:
+            fv[name].value = preset[key]
+    if fv["preset"].value != "none" and fv["cfg"].value is None:
+        fv["cfg"].value = "stylegan3-t"
 
 
 def fail(msg, code=1):
@@ -48,6 +44,14 @@ def fail(msg, code=1):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    return run(FLAGS)
+
+
+def run(fv):
+    """The whole program for parsed flags ``fv``; returns the exit status."""
+    def flag(name):
+        return fv[name].value
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -55,9 +59,9 @@ def main(argv):
     from afgan_tf.training.options import OptionError
 
     # 1. Flags (+ preset) -------------------------------------------------------------------------------------------
-    apply_preset()
+    apply_preset(fv)
     for req in ("cfg", "batch", "gamma"):
-        if flag(req) is None and not (FLAGS["outdir"].present and options.is_run_dir(flag("outdir"))):
+        if flag(req) is None and not (fv["outdir"].present and options.is_run_dir(flag("outdir"))):
             return fail(f"--{req} is required (or use --preset=cpu-tiny)", 2)
 
     # 2. Strategy (before TensorFlow creates any tensor: logical CPU devices) ------------------------------------
@@ -83,7 +87,7 @@ def main(argv):
     if spec.kind == "inplace":
         opts = options.load_options(spec.run_dir)
         for name, key in (("kimg", "total_kimg"), ("tick", "kimg_per_tick"), ("snap", "network_snapshot_ticks")):
-            if FLAGS[name].present:
+            if fv[name].present:
                 opts[key] = flag(name)
         if opts["num_replicas"] != replicas:
             return fail(f"{spec.run_dir} was trained with {opts['num_replicas']} replica(s), this process has "

@@ -1,0 +1,100 @@
+"""tools/train.py: flag validation messages, presets, --flagfile and the dry run (subprocesses, no training)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "tools", "train.py")
+
+
+def _run(*args, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    return subprocess.run([sys.executable, TRAIN, *args], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """An original-format folder dataset of 8 PNGs at 16x16."""
+    import numpy as np
+    import PIL.Image
+    d = tmp_path_factory.mktemp("data") / "imgs"
+    d.mkdir()
+    rng = np.random.RandomState(0)
+    for i in range(8):
+        PIL.Image.fromarray(rng.randint(0, 255, [16, 16, 3], np.uint8)).save(d / f"{i:03d}.png")
+    return str(d)
+
+
+def test_dry_run_flagfile_and_presets(tmp_path, tiny_data):
+    ff = tmp_path / "run.flags"
+    ff.write_text(f"--data={tiny_data}\n--cfg=stylegan3-r\n--batch=8\n--gamma=2\n--mirror=1\n--batch-gpu=4\n"
+                  f"--mbstd-group=2\n--cbase=2048\n--cmax=64\n--kimg=3\n--desc=ff\n")
+    r = _run(f"--flagfile={ff}", f"--outdir={tmp_path / 'runs'}", "-n")
+    assert r.returncode == 0, r.stderr[-3000:]
+    opts = json.loads(r.stdout[:r.stdout.rindex("}") + 1])
+    assert opts["cfg"] == "stylegan3-r" and opts["mirror"] is True and opts["batch_gpu"] == 4
+    assert opts["G_kwargs"]["channel_base"] == 4096 and opts["G_kwargs"]["img_resolution"] == 16
+    assert opts["D_kwargs"]["epilogue_kwargs"]["mbstd_group_size"] == 2
+    assert opts["loss_kwargs"]["blur_init_sigma"] == 10 and opts["total_kimg"] == 3
+    assert opts["dataset_name"] == "imgs" and opts["num_accumulation"] == 2
+    assert "Dry run" in r.stdout and not (tmp_path / "runs").exists()     # nothing written
+
+
+def _run_inprocess(args, capsys):
+    """tools/train.py's run() on a private FlagValues (default strategy; no subprocess)."""
+    import importlib.util
+    from absl import flags as absl_flags
+    from flags import train_flags
+    spec = importlib.util.spec_from_file_location("afgan_train_tool", TRAIN)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fv = absl_flags.FlagValues()
+    train_flags.define_flags(fv)
+    fv(["train.py"] + list(args))
+    rc = mod.run(fv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cfg=stylegan3-t", "--batch=8", "--gamma=1", "--batch-gpu=2"],
+     "--batch-gpu=2 is smaller than --mbstd-group=4"),
+    (["--cfg=stylegan3-t", "--batch=8", "--gamma=1", "--batch-gpu=3"], "--batch-gpu=3 must divide"),
+    (["--cfg=stylegan3-t", "--batch=8", "--gamma=1", "--gpus=2"], "--gpus=2 but the strategy"),
+    (["--cfg=stylegan3-t", "--batch=8"], "--gamma is required"),
+    (["--cfg=stylegan3-t", "--batch=8", "--gamma=1", "--data=/nonexistent/dataset"], "--data: "),
+    (["--cfg=stylegan3-t", "--batch=8", "--gamma=1", "--metrics=fid1k"], "--metrics: unknown metric(s) fid1k"),
+    (["--cfg=stylegan3-t", "--batch=8", "--gamma=1", "--resume=/nonexistent/run"], "--resume=/nonexistent/run"),
+    (["--cfg=stylegan3-t", "--batch=8", "--gamma=1", "--cond"], "--cond: the dataset"),
+])
+def test_validation_messages(args, message, tiny_data, tmp_path, capsys):
+    if not any(a.startswith("--data") for a in args):
+        args = args + [f"--data={tiny_data}"]
+    rc, out, err = _run_inprocess(args + [f"--outdir={tmp_path}", "-n"], capsys)
+    assert rc == 2, out + err
+    assert message in err, err
+    assert not any(p.name != "run.flags" for p in tmp_path.iterdir())    # nothing written
+
+
+def test_replicas_must_divide_batch(tmp_path, tiny_data):
+    r = _run("--cfg=stylegan3-t", "--batch=6", "--gamma=1", "--mbstd-group=1", "--strategy=mirrored",
+             "--cpu-replicas=4", f"--data={tiny_data}", f"--outdir={tmp_path}", "-n")
+    assert r.returncode == 2, (r.stdout + r.stderr)[-2000:]
+    assert "--batch=6 is not divisible by the number of replicas (4)" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_cfg_is_a_flag_error():
+    from absl import flags as absl_flags
+    from flags import train_flags
+    fv = absl_flags.FlagValues()
+    train_flags.define_flags(fv)
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="stylegan3-t"):
+        fv(["train.py", "--cfg=stylegan4"])
