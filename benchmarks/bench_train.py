@@ -1,0 +1,108 @@
+"""Training-step speed on this machine: sec/kimg of a full iteration (Gmain + Dmain + Dreg every 16 + G_ema) for a
+small and the full-size StyleGAN3-T at 64x64, and the time split by phase.
+
+  .venv/bin/python benchmarks/bench_train.py [--configs=small,full] [--res=64] [--batch=8] [--reps=3]
+
+Each phase's compiled step (the ones the training loop runs) is timed separately after a warm-up call (tracing);
+an iteration costs ``Gmain + Dmain + Dreg/16 + ema``. Synthetic in-memory data, ADA on (p = 0), default strategy.
+Printed: per-phase seconds, sec/iteration, sec/kimg, images/s, and ratios against the first config (the
+baseline measured in the same run).
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+CONFIGS = {
+    "small": dict(cbase=2048, cmax=64, map_depth=2),      # a cpu-preset-sized network
+    "full": dict(cbase=32768, cmax=512, map_depth=2),     # the original's stylegan3-t defaults
+}
+
+
+def bench(name, res, batch, reps, mbstd):
+    import tensorflow as tf
+    from afgan_tf.training.loop import Trainer, array_dataset_fn
+    from afgan_tf.training.options import resolve_options
+    c = CONFIGS[name]
+    opts = resolve_options(cfg="stylegan3-t", batch=batch, gamma=0.5, kimg=1, cbase=c["cbase"], cmax=c["cmax"],
+                           map_depth=c["map_depth"], mbstd_group=mbstd, img_resolution=res, img_channels=3,
+                           dataset_name="synthetic")
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 255, [max(4 * batch, 32), res, res, 3]).astype(np.uint8)
+    t0 = time.perf_counter()
+    tr = Trainer(opts, tf.distribute.get_strategy(), dataset_fn=array_dataset_fn(images)).build()
+    build_s = time.perf_counter() - t0
+    n_g = sum(int(np.prod(v.shape)) for v in tr.G.trainable_variables)
+    n_d = sum(int(np.prod(v.shape)) for v in tr.D.trainable_variables)
+    it = tr.make_iterator()
+    reals, labels = next(it)
+    step, nimg = tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+    fns = dict(Gmain=tr.g_step, Dmain=tr.d_step, Dreg=tr.dreg_step)
+    times, trace = {}, {}
+    for ph, fn in fns.items():
+        t = time.perf_counter()
+        {k: v.numpy() for k, v in fn(reals, labels, step, nimg).items()}
+        trace[ph] = time.perf_counter() - t
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            {k: v.numpy() for k, v in fn(reals, labels, step, nimg).items()}
+            ts.append(time.perf_counter() - t)
+        times[ph] = float(np.median(ts))
+    beta = tf.constant(0.99, tf.float32)
+    tr.ema_step(beta)
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        tr.ema_step(beta)
+        ts.append(time.perf_counter() - t)
+    times["ema"] = float(np.median(ts))
+    it_s = times["Gmain"] + times["Dmain"] + times["Dreg"] / 16 + times["ema"]
+    return dict(name=name, params_G=n_g, params_D=n_d, build_s=build_s, trace=trace, times=times,
+                sec_per_iter=it_s, sec_per_kimg=it_s / batch * 1000, img_per_s=batch / it_s)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default="small,full")
+    ap.add_argument("--res", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--mbstd", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    names = [n for n in a.configs.split(",") if n]
+    bad = [n for n in names if n not in CONFIGS]
+    if bad:
+        ap.error(f"--configs: unknown {bad}; choose from {list(CONFIGS)}")
+    import tensorflow as tf
+    print(f"TF {tf.__version__}, CPU threads: {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}, "
+          f"{a.res}x{a.res}, batch {a.batch}, median of {a.reps}")
+    results = []
+    for n in names:
+        r = bench(n, a.res, a.batch, a.reps, a.mbstd)
+        results.append(r)
+        t = r["times"]
+        print(f"[{n}] G {r['params_G']:,} / D {r['params_D']:,} params; build {r['build_s']:.1f}s; first call "
+              f"(trace) " + ", ".join(f"{k} {v:.1f}s" for k, v in r["trace"].items()))
+        print(f"[{n}] per phase: Gmain {t['Gmain']:.3f}s  Dmain {t['Dmain']:.3f}s  Dreg {t['Dreg']:.3f}s "
+              f"(amortised /16: {t['Dreg'] / 16:.3f}s)  ema {t['ema']:.4f}s")
+        share = {k: (t[k] / 16 if k == "Dreg" else t[k]) / r["sec_per_iter"] for k in t}
+        print(f"[{n}] split of an iteration: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in share.items()))
+        print(f"[{n}] {r['sec_per_iter']:.3f} s/iteration, {r['sec_per_kimg']:.1f} sec/kimg, "
+              f"{r['img_per_s']:.1f} images/s")
+    base = results[0]
+    for r in results[1:]:
+        print(f"ratio {r['name']}/{base['name']}: sec/kimg x{r['sec_per_kimg'] / base['sec_per_kimg']:.1f}, "
+              f"Gmain x{r['times']['Gmain'] / base['times']['Gmain']:.1f}, "
+              f"Dmain x{r['times']['Dmain'] / base['times']['Dmain']:.1f}, "
+              f"Dreg x{r['times']['Dreg'] / base['times']['Dreg']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
