@@ -222,6 +222,9 @@ def test_equivariant_toy_scores_high_glued_scores_low(toys):
         assert pg.shape == (8,) and pb.shape == (8,)
         assert np.all(pg > lo), (kind, pg)
         assert np.all(pb < 25.0), (kind, pb)
+    # explicit, off-grid translations for "int" are snapped to the pixel grid like the original's drawn t
+    t = RNG.uniform(-0.125, 0.125, (8, 2))
+    assert np.all(eq.eq_psnr(good, Z, "int", translate=t) > 80.0)
 
 
 def test_explicit_transforms_and_determinism(toys):
@@ -291,9 +294,9 @@ def _load_g_t64():
 
 def test_g_t64_metrics_run_and_are_deterministic():
     G, npz = _load_g_t64()
-    z = npz["in/z"][:2]
+    z = npz["in/z"][:1]
     for kind in ("int", "frac", "rot"):
-        a = eq.eq_psnr(G, z, kind, seed=3, batch_size=2)
-        b = eq.eq_psnr(G, z, kind, seed=3, batch_size=2)
-        assert a.shape == (2,) and np.all(np.isfinite(a))
+        a = eq.eq_psnr(G, z, kind, seed=3, batch_size=1)
+        b = eq.eq_psnr(G, z, kind, seed=3, batch_size=1)
+        assert a.shape == (1,) and np.all(np.isfinite(a)) and np.all(a > 20)
         np.testing.assert_array_equal(a, b)

@@ -463,8 +463,8 @@ def eq_psnr(G, z, kind, translate=None, angle=None, batch_size=4, c=None, seed=0
       G: generator with ``mapping``, ``synthesis`` and ``synthesis.input.transform`` (3×3 variable).
       z: ``[N, z_dim]`` latents. c: ``[N, c_dim]`` labels (None for unconditional G).
       kind: "int" (EQ-T), "frac" (EQ-T_frac) or "rot" (EQ-R).
-      translate: ``[N, 2]`` translations (fraction of image size, x then y) for "int"/"frac"; for "int" they
-        are used as given and the reference shifts by round(t·res) pixels (the original snaps t to the grid first).
+      translate: ``[N, 2]`` translations (fraction of image size, x then y) for "int"/"frac"; for "int" they are
+        snapped to the pixel grid first, t <- round(t·res)/res, as the original does with its drawn t.
       angle: ``[N]`` rotation angles in radians for "rot".
       When translate/angle is None, one transform per batch of ``batch_size`` is drawn like the original
       (:func:`draw_transform`, numpy RandomState(seed)).
@@ -491,6 +491,10 @@ def eq_psnr(G, z, kind, translate=None, angle=None, batch_size=4, c=None, seed=0
             translate = np.asarray(translate, np.float64)
             if translate.shape != (N, 2):
                 raise ValueError(f"translate must have shape [N, 2] = [{N}, 2], got {translate.shape}")
+            if kind == "int":
+                # the original snaps the translation to the pixel grid before using it (idempotent on snapped t)
+                t32 = translate.astype(np.float32)
+                translate = (np.round(t32 * np.float32(res)) / np.float32(res)).astype(np.float64)
             params = [(float(a), float(b)) for a, b in translate]
     else:
         if translate is not None:

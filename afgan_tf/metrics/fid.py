@@ -440,6 +440,7 @@ def generator_stats(G, extractor, num_gen=50000, batch_size=16, seed=0, capture_
     rng = np.random.RandomState(seed)
     stats = FeatureStats(capture_mean_cov=True, capture_all=capture_all, max_items=num_gen)
     c_dim = int(getattr(G, "c_dim", 0) or 0)
+    gen = tf.function(lambda z, c: G(z, c, truncation_psi=truncation_psi), reduce_retracing=True)
     while not stats.is_full():
         n = min(batch_size, num_gen - stats.num_items)
         z = rng.randn(n, int(G.z_dim)).astype(np.float32)
@@ -449,7 +450,7 @@ def generator_stats(G, extractor, num_gen=50000, batch_size=16, seed=0, capture_
             c = np.eye(c_dim, dtype=np.float32)[rng.randint(c_dim, size=n)]
         else:
             c = np.zeros([n, 0], np.float32)
-        img = G(tf.constant(z), tf.constant(c), truncation_psi=truncation_psi)
+        img = gen(tf.constant(z), tf.constant(c, tf.float32))
         img = img.numpy() if hasattr(img, "numpy") else np.asarray(img)
         stats.append(extractor(quantize_images(img)))
         if progress is not None:
