@@ -110,6 +110,15 @@ def test_original_dataset_labels_zip_and_max_images(tmp_path):
     direct, dl = _read_all(str(src), use_labels=True)
     np.testing.assert_array_equal(direct[:3], got)
     np.testing.assert_array_equal(dl[:3], labels)
+    # the same images and labels from a zip of the folder
+    import zipfile
+    with zipfile.ZipFile(str(tmp_path / "orig.zip"), "w") as z:
+        for n in names + ["dataset.json"]:
+            z.write(str(src / n), n)
+    build_dataset(str(tmp_path / "orig.zip"), str(tmp_path / "dz"), progress=False, log=lambda m: None)
+    zgot, zlabels = _read_all(str(tmp_path / "dz"), use_labels=True)
+    np.testing.assert_array_equal(zgot, np.stack(imgs))
+    np.testing.assert_array_equal(zlabels, np.asarray(vec, np.float32))
     with pytest.raises(FileExistsError, match="--overwrite"):
         build_dataset(str(src), str(tmp_path / "ds"), progress=False, log=lambda m: None)
     with pytest.raises(ValueError, match="power of two"):
