@@ -176,6 +176,8 @@ def run(fv):
         status = loop.run_training(trainer, run_dir, resume=spec, is_chief=is_chief, ckpt_ticks=opts["ckpt_ticks"],
                                    ckpt_keep=opts["ckpt_keep"], max_grid_images=flag("grid-max"),
                                    snapshot_fn=snapshot_fn, metrics_fn=metrics_fn, real_grid=real_grid)
+    except checkpoint.ResumeError as e:
+        return fail(e)
     finally:
         if logger is not None:
             logger.close()

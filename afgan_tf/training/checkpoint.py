@@ -25,6 +25,10 @@ import tensorflow as tf
 CKPT_DIR = "checkpoints"
 
 
+class ResumeError(ValueError):
+    """The resume source cannot be loaded into the current run (message names the file and the problem)."""
+
+
 class ResumeSpec:
     """What to resume from: ``kind`` in {'fresh', 'full', 'weights', 'inplace'}."""
 
@@ -111,11 +115,15 @@ class TrainCheckpoint:
 
     def restore(self, prefix):
         """Restore everything from ``prefix``; errors name the checkpoint and what did not match."""
-        status = self.ckpt.restore(prefix)
+        try:
+            status = self.ckpt.restore(prefix)
+        except (ValueError, tf.errors.OpError) as e:
+            raise ResumeError(f"checkpoint {prefix} cannot be restored into this run (different network "
+                              f"configuration?): {str(e)[:500]}") from None
         try:
             status.assert_existing_objects_matched()
         except AssertionError as e:
-            raise ValueError(f"checkpoint {prefix} does not match the current training objects (different "
+            raise ResumeError(f"checkpoint {prefix} does not match the current training objects (different "
                              f"network configuration?): {str(e)[:500]}") from None
         return status
 

@@ -38,7 +38,7 @@ import tensorflow as tf
 from afgan_tf.training import stats as stats_lib
 from afgan_tf.training.ema import ema_beta
 from afgan_tf.training.loss import StyleGAN2Loss, sanitize_gradients
-from afgan_tf.training.checkpoint import CKPT_DIR, TrainCheckpoint, verify_checkpoint
+from afgan_tf.training.checkpoint import CKPT_DIR, ResumeError, TrainCheckpoint, verify_checkpoint
 from afgan_tf.training.options import write_json_atomic
 
 PHASE_SEEDS = dict(Gmain=1, Dmain=2, Dreg=3, Greg=4)
@@ -585,7 +585,10 @@ def run_training(trainer, run_dir, *, resume=None, is_chief=True, ckpt_ticks=1, 
         log(f"Resumed from checkpoint {resume.path}: step {trainer.step}, kimg {trainer.cur_nimg / 1000:.3f}, "
             f"augment p {trainer.augment_p:.4f}")
     elif resume is not None and resume.kind == "weights":
-        copied = trainer.load_weights(resume.path)
+        try:
+            copied = trainer.load_weights(resume.path)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise ResumeError(f"--resume={resume.path}: {e}") from e
         weights_only = True
         log(f"Loaded weights of {', '.join(copied)} from {resume.path} (optimisers, kimg and p start fresh)")
 
