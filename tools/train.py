@@ -136,7 +136,8 @@ def run(fv):
         os.makedirs(run_dir, exist_ok=True)
         options.write_json_atomic(os.path.join(run_dir, "training_options.json"), opts)
         logger = stats.Logger(os.path.join(run_dir, "log.txt"))
-    print(f"Run directory: {run_dir}")
+    if is_chief:
+        print(f"Run directory: {run_dir}")
     print(f"Strategy: {opts['strategy']} ({replicas} replica(s), worker {task_id} of {num_workers}); "
           f"data: {data_path}; resume: {spec.kind}{' from ' + str(spec.path) if spec.path else ''}")
 

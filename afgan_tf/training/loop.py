@@ -698,12 +698,12 @@ def run_training(trainer, run_dir, *, resume=None, is_chief=True, ckpt_ticks=1, 
                 writer.image("Images/fakes", grid, trainer.cur_nimg / 1000)
             if is_chief and snap and snapshot_fn is not None:
                 snapshot_fn(os.path.join(run_dir, f"network-snapshot-{kimg_i:06d}.npz"), trainer)
-            if snap and o["metrics"]:
+            if is_chief and snap and o["metrics"]:  # metrics are not collective: the chief computes them on G_ema
                 for name in o["metrics"]:
                     if metrics_fn is None:
                         raise RuntimeError("--metrics given but no metric implementation is available")
                     result = metrics_fn(name, trainer, run_dir)
-                    if is_chief and result is not None:
+                    if result is not None:
                         rec = dict(result, snapshot_kimg=trainer.cur_nimg / 1000)
                         with open(os.path.join(run_dir, f"metric-{name}.jsonl"), "a") as fh:
                             fh.write(json.dumps(rec) + "\n")
