@@ -193,12 +193,18 @@ class MappingNetwork(keras.layers.Layer):
             raise ValueError(f"MappingNetwork: num_layers must be >= 1, got {num_layers}")
         self.embed = FullyConnectedLayer(self.c_dim, self.w_dim, name="embed") if self.c_dim > 0 else None
         features = [self.z_dim + (self.w_dim if self.c_dim > 0 else 0)] + [self.w_dim] * self.num_layers
-        self.fcs = [FullyConnectedLayer(features[i], features[i + 1], activation="lrelu",
-                                        lr_multiplier=self.lr_multiplier, name=f"fc{i}")
-                    for i in range(self.num_layers)]
+        # Sub-layers are plain attributes (fc0, fc1, ...): tf.train.Checkpoint does not see Keras-wrapped lists.
+        for i in range(self.num_layers):
+            setattr(self, f"fc{i}", FullyConnectedLayer(features[i], features[i + 1], activation="lrelu",
+                                                        lr_multiplier=self.lr_multiplier, name=f"fc{i}"))
         self.w_avg = self.add_weight(shape=(self.w_dim,), initializer="zeros", trainable=False, aggregation="mean",
                                      name="w_avg")
         self.built = True
+
+    @property
+    def fcs(self):
+        """The FC layers fc0, fc1, ... in order."""
+        return [getattr(self, f"fc{i}") for i in range(self.num_layers)]
 
     def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False):
         x = None
@@ -484,8 +490,7 @@ class SynthesisNetwork(keras.layers.Layer):
         inp = _filters.input_spec(self.schedule)
         self.input_layer = SynthesisInput(self.w_dim, inp["channels"], inp["size"], inp["sampling_rate"],
                                           inp["bandwidth"], name="input")
-        self.layer_names = []
-        self.synthesis_layers = []
+        names = []
         for L in self.schedule:
             layer = SynthesisLayer(
                 w_dim=self.w_dim, is_torgb=L.is_torgb, is_critically_sampled=L.is_critically_sampled,
@@ -493,9 +498,22 @@ class SynthesisNetwork(keras.layers.Layer):
                 out_size=L.out_size, in_sampling_rate=L.in_sampling_rate, out_sampling_rate=L.out_sampling_rate,
                 in_cutoff=L.in_cutoff, out_cutoff=L.out_cutoff, in_half_width=L.in_half_width,
                 out_half_width=L.out_half_width, name=L.name, **layer_kwargs)
-            self.layer_names.append(L.name)
-            self.synthesis_layers.append(layer)
+            # plain attributes named like the original (L0_36_512, ...): tf.train.Checkpoint does not see
+            # Keras-wrapped lists
+            setattr(self, L.name, layer)
+            names.append(L.name)
+        self._layer_names = tuple(names)
         self.built = True
+
+    @property
+    def layer_names(self):
+        """Original names of the layers, e.g. ['L0_36_512', ..., 'L14_256_3']."""
+        return list(self._layer_names)
+
+    @property
+    def synthesis_layers(self):
+        """The SynthesisLayers L0 ... L{num_layers} in order."""
+        return [getattr(self, n) for n in self._layer_names]
 
     @property
     def input(self):
@@ -504,9 +522,8 @@ class SynthesisNetwork(keras.layers.Layer):
 
     def __getitem__(self, name):
         """Layer by its original name, e.g. ``G.synthesis['L3_36_64']``."""
-        for n, layer in zip(self.layer_names, self.synthesis_layers):
-            if n == name:
-                return layer
+        if name in self._layer_names:
+            return getattr(self, name)
         raise KeyError(f"no synthesis layer named {name!r}; layers: {self.layer_names}")
 
     def _check_ws(self, ws):
