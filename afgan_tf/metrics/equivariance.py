@@ -17,7 +17,7 @@ Public API: :func:`eq_psnr` (per-sample values for given or drawn transforms, op
 All images are NHWC float32.
 """
 import math
-import time
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -378,13 +378,32 @@ def _input_transform_var(G):
                          "(transformable input layer)") from e
 
 
+_COMPILED = weakref.WeakKeyDictionary()  # G -> compiled synthesis (traced once per generator)
+
+
 class _Runner:
-    """Calls mapping/synthesis of G (compiled with tf.function when possible)."""
+    """Calls mapping/synthesis of G (synthesis compiled with tf.function, cached per generator)."""
 
     def __init__(self, G, compile=True):
         self.G = G
-        syn = lambda ws: G.synthesis(ws)
-        self.synthesis = tf.function(syn, reduce_retracing=True) if compile else syn
+        if not compile:
+            self.synthesis = lambda ws: G.synthesis(ws)
+            return
+        try:
+            fn = _COMPILED.get(G)
+        except TypeError:  # not weak-referenceable
+            fn = None
+        if fn is None:
+            try:
+                ref = weakref.ref(G)                     # no strong reference from the cached value to its key
+            except TypeError:
+                ref = lambda: G                          # noqa: E731
+            fn = tf.function(lambda ws: ref().synthesis(ws), reduce_retracing=True)
+            try:
+                _COMPILED[G] = fn
+            except TypeError:
+                pass
+        self.synthesis = fn
 
     def mapping(self, z, c):
         return self.G.mapping(tf.convert_to_tensor(z, tf.float32), tf.convert_to_tensor(c, tf.float32),
