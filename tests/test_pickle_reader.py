@@ -162,9 +162,11 @@ def test_persistent_network_read_without_exec(tmp_path):
         "mag.magnitude_ema": np.array(0.7, np.float32),
     }
     kw = dict(c_dim=0, img_resolution=8, mapping_kwargs={"num_layers": 2})
+    ap_sd = {"p": np.array(0.25, np.float32), "Hz_geom": np.linspace(-1, 1, 12).astype(np.float32)}
     path = make_fake_network_pkl(tmp_path / "snap.pkl", {"G": ("Generator", kw, sd), "D": ("Discriminator", kw, sd),
-                                                          "G_ema": ("Generator", kw, sd)}, marker,
-                                 training_set_kwargs={"path": "x.zip", "resolution": 8})
+                                                          "G_ema": ("Generator", kw, sd),
+                                                          "augment_pipe": ("AugmentPipe", {"xflip": 1}, ap_sd)},
+                                 marker, training_set_kwargs={"path": "x.zip", "resolution": 8})
     # Sanity: the real (unsafe) pickle.load would run module_src.
     with pytest.raises(RuntimeError, match="fake original reconstruct"):
         with open(path, "rb") as fh:
@@ -185,7 +187,10 @@ def test_persistent_network_read_without_exec(tmp_path):
     assert info["D"]["module"] == "training.networks_stylegan2"
     assert info["G"]["class_name"] == "Generator" and info["D"]["class_name"] == "Discriminator"
     assert info["training_set_kwargs"] == {"path": "x.zip", "resolution": 8}
-    assert info["augment_pipe"] is None
+    ap = info["augment_pipe"]
+    assert ap["class_name"] == "AugmentPipe" and ap["init_kwargs"] == {"xflip": 1}
+    assert ap["state_dict"]["p"].shape == () and float(ap["state_dict"]["p"]) == 0.25
+    np.testing.assert_array_equal(ap["state_dict"]["Hz_geom"], ap_sd["Hz_geom"])
 
 
 def test_non_persistent_buffers_skipped(tmp_path):
