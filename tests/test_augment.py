@@ -134,23 +134,25 @@ def np_geometric(img, G_inv):
     return out
 
 
-def test_geometric_chain_matches_numpy_spec_implementation():
+@pytest.mark.parametrize("static_shapes", [True, False])
+def test_geometric_chain_matches_numpy_spec_implementation(static_shapes):
     img = _rand_images(3, 10, 12, 3, seed=1)
     pipe = AugmentPipe(p=1.0, seed=5, **COLOR_OFF)
     G_inv, _ = pipe.sample_params(3, 10, 12, 3)
     G_inv = G_inv.numpy().astype(np.float64)
     assert not np.allclose(G_inv, np.eye(3))
-    got = apply_geometric(img, G_inv).numpy()
+    got = apply_geometric(img, G_inv, static_shapes=static_shapes).numpy()
     ref = np_geometric(img, G_inv)
     assert np.abs(got - ref).max() < 2e-5, np.abs(got - ref).max()
 
 
-def test_geometric_chain_small_margins_matches_numpy():
+@pytest.mark.parametrize("static_shapes", [True, False])
+def test_geometric_chain_small_margins_matches_numpy(static_shapes):
     """Mild transforms (dynamic margins well below the static buffer) exercise the margin masking."""
     img = _rand_images(2, 12, 12, 1, seed=2)
     G_inv = np.stack([_T(0.3, -0.2) @ np.array([[math.cos(0.1), -math.sin(0.1), 0], [math.sin(0.1),
                                                   math.cos(0.1), 0], [0, 0, 1]]), _S(1.05, 0.97)])
-    got = apply_geometric(img, G_inv).numpy()
+    got = apply_geometric(img, G_inv, static_shapes=static_shapes).numpy()
     ref = np_geometric(img, G_inv)
     assert np.abs(got - ref).max() < 2e-5, np.abs(got - ref).max()
 
@@ -326,6 +328,13 @@ def test_seed_determinism():
     b = AugmentPipe(p=1.0, seed=42)(img).numpy()
     c = AugmentPipe(p=1.0, seed=43)(img).numpy()
     assert np.array_equal(a, b) and not np.allclose(a, c)
+    # Both padding modes give the same result inside tf.function (default static_shapes=False: dynamic shapes).
+    dyn = AugmentPipe(p=1.0, seed=42)
+    d = tf.function(lambda x: dyn(x))(img).numpy()
+    assert np.abs(d - a).max() < 1e-5
+    stat = AugmentPipe(p=1.0, seed=42, static_shapes=True)
+    d = tf.function(lambda x: stat(x))(img).numpy()
+    assert np.abs(d - a).max() < 1e-5
 
 
 def test_bad_input_errors():
@@ -361,8 +370,9 @@ def test_gradient_is_adjoint_of_linear_map():
     assert abs(fd - np.sum(g * d)) < 1e-4 * max(1.0, abs(fd))
 
 
-def test_second_order_gradient_for_r1_exists():
-    """d/dtheta of ||d D(aug(x)) / dx||^2 exists and matches a finite difference in theta."""
+@pytest.mark.parametrize("static_shapes", [True, False])
+def test_second_order_gradient_for_r1_exists(static_shapes):
+    """d/dtheta of ||d D(aug(x)) / dx||^2 exists (also in tf.function) and matches a finite difference."""
     rs = np.random.RandomState(1)
     x = tf.constant(rs.uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32))
     k = tf.Variable(rs.normal(size=(3, 3, 3, 4)).astype(np.float32) * 0.3)
@@ -372,16 +382,19 @@ def test_second_order_gradient_for_r1_exists():
     def r1(kk):
         with tf.GradientTape() as t1:
             t1.watch(x)
-            y = apply_color(apply_geometric(x, G_inv), C)
+            y = apply_color(apply_geometric(x, G_inv, static_shapes=static_shapes), C)
             logits = tf.reduce_sum(tf.nn.softplus(tf.nn.conv2d(y, kk, 1, "SAME")) ** 2, axis=[1, 2, 3])
             s = tf.reduce_sum(logits)
         gx = t1.gradient(s, x)
         return tf.reduce_sum(tf.square(gx))
 
-    with tf.GradientTape() as t2:
-        val = r1(k)
-    gk = t2.gradient(val, k)
-    assert gk is not None and np.all(np.isfinite(gk.numpy())) and np.abs(gk.numpy()).max() > 0
+    @tf.function
+    def r1_grad():
+        with tf.GradientTape() as t2:
+            val = r1(k)
+        return t2.gradient(val, k)
+
+    gk = r1_grad()
     dk = rs.normal(size=k.shape).astype(np.float32)
     eps = 1e-2
     fd = (r1(k + eps * dk) - r1(k - eps * dk)).numpy() / (2 * eps)

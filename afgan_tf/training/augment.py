@@ -15,11 +15,11 @@ original does not do, but the original is an identity to ~1e-5 there):
      ``2 (H + 2 Hz_pad) x 2 (W + 2 Hz_pad)``, built from ``gather`` + arithmetic (linear in the image, weights
      independent of it, so differentiable to any order: R1 differentiates through it);
   5. 2x downsample with sym6 (``flip_filter=True``, padding ``-2 Hz_pad``) back to ``H x W``.
-Static shapes: step 2 is executed inside a fixed buffer reflect-padded by the maximum ``size - 1`` per side, with
-everything outside the batch's dynamic margins zeroed (before upsampling) and treated as outside the image
-(during sampling). This gives the same numbers as padding by exactly the dynamic margins, while every tensor shape
-stays static (``tf.function`` / XLA / ``strategy.run`` friendly). The price is a larger intermediate buffer
-(``3 size - 2`` per axis).
+Padding modes (``static_shapes``): False (default) pads by exactly the batch's margins like the original, so the
+intermediate shapes vary per batch (fine in ``tf.function``; not XLA). True executes step 2 inside a fixed buffer
+reflect-padded by the maximum ``size - 1`` per side, with everything outside the batch's margins zeroed (before
+upsampling) and treated as outside the image (during sampling): the same numbers, every shape static (XLA friendly),
+but ~1.3-1.8x slower on CPU (the buffer is ``3 size - 2`` per axis; its peak size equals the original's worst case).
 
 Colour execution: a per-sample 4x4 matrix ``C``; ``rgb <- C[:3, :3] rgb + C[:3, 3]`` (grayscale: rows averaged).
 
@@ -155,10 +155,13 @@ def _bilinear_sample(img, ux, uy, lo_x, hi_x, lo_y, hi_y):
 
 
 @_no_autograph
-def apply_geometric(images, G_inv, impl="auto"):
+def apply_geometric(images, G_inv, impl="auto", static_shapes=False):
     """Runs the geometric chain (steps 2-5 of the module docstring) for given inverse matrices.
 
     images: [N, H, W, C] float; G_inv: [N, 3, 3] (output pixel -> input pixel, centred pixel units).
+    static_shapes: True = fixed ``3 size - 2`` reflect-padded buffer masked to the dynamic margins (every shape
+      static; XLA friendly); False = pad by exactly the dynamic margins like the original (intermediate shapes
+      vary per batch; less work when the margins are small). Both give the same numbers.
     Returns [N, H, W, C]. Always executes (no identity shortcut).
     """
     images = tf.convert_to_tensor(images)
@@ -171,17 +174,33 @@ def apply_geometric(images, G_inv, impl="auto"):
     m = _pad_margins(G_inv, H, W, hz_pad)                                  # [4] int32: mx0 my0 mx1 my1
     mx0, my0, mx1, my1 = m[0], m[1], m[2], m[3]
 
-    # Static buffer: reflect-pad by the maximum (size - 1); zero everything outside the dynamic margins.
-    buf = tf.pad(images, [[0, 0], [H - 1, H - 1], [W - 1, W - 1], [0, 0]], mode="REFLECT")  # [N, 3H-2, 3W-2, C]
-    jx = tf.range(3 * W - 2) - (W - 1)                                     # original column index of buffer col
-    jy = tf.range(3 * H - 2) - (H - 1)
-    mask_x = tf.cast((jx >= -mx0) & (jx <= W - 1 + mx1), images.dtype)
-    mask_y = tf.cast((jy >= -my0) & (jy <= H - 1 + my1), images.dtype)
-    buf = buf * (mask_y[:, tf.newaxis] * mask_x[tf.newaxis, :])[tf.newaxis, :, :, tf.newaxis]
+    if static_shapes:
+        # Reflect-pad by the maximum (size - 1); zero everything outside the dynamic margins. The buffer is
+        # centred on the image, so no origin shift is needed.
+        buf = tf.pad(images, [[0, 0], [H - 1, H - 1], [W - 1, W - 1], [0, 0]], mode="REFLECT")  # [N, 3H-2, 3W-2, C]
+        jx = tf.range(3 * W - 2) - (W - 1)                                 # original column index of buffer col
+        jy = tf.range(3 * H - 2) - (H - 1)
+        mask_x = tf.cast((jx >= -mx0) & (jx <= W - 1 + mx1), images.dtype)
+        mask_y = tf.cast((jy >= -my0) & (jy <= H - 1 + my1), images.dtype)
+        buf = buf * (mask_y[:, tf.newaxis] * mask_x[tf.newaxis, :])[tf.newaxis, :, :, tf.newaxis]
+        Hu = tf.constant(2.0 * (3 * H - 2), tf.float64)
+        Wu = tf.constant(2.0 * (3 * W - 2), tf.float64)
+        # The dynamically padded, upsampled image occupies these buffer index ranges; outside reads zero.
+        lo_x, hi_x = 2 * (W - 1 - mx0), 2 * (2 * W - 2 + mx1) + 1
+        lo_y, hi_y = 2 * (H - 1 - my0), 2 * (2 * H - 2 + my1) + 1
+    else:
+        buf = tf.pad(images, [[0, 0], [my0, my1], [mx0, mx1], [0, 0]], mode="REFLECT")  # [N, H+my0+my1, ...]
+        shift = tf.cast(tf.stack([mx0 - mx1, my0 - my1]), tf.float64) / 2
+        G_inv = translate2d(shift[0:1], shift[1:2]) @ G_inv                # origin of the padded image
+        Hu = tf.cast(2 * (H + my0 + my1), tf.float64)
+        Wu = tf.cast(2 * (W + mx0 + mx1), tf.float64)
+        lo_x, hi_x = 0, 2 * (W + mx0 + mx1) - 1
+        lo_y, hi_y = 0, 2 * (H + my0 + my1) - 1
 
-    # 2x upsample (the buffer is centred on the image, so no origin shift is needed).
-    up = _upsample2d(buf, tf.constant(hz, tf.float32), up=2, impl=impl)   # [N, 6H-4, 6W-4, C]
-    Hu, Wu = 2 * (3 * H - 2), 2 * (3 * W - 2)
+    # 2x upsample. The compiled op's gradient needs static sizes, so the dynamic mode uses the reference op
+    # for this one call unless "custom" is explicitly requested.
+    up_impl = impl if static_shapes or impl != "auto" else "ref"
+    up = _upsample2d(buf, tf.constant(hz, tf.float32), up=2, impl=up_impl)   # [N, Hu, Wu, C]
     S = np.diag([2.0, 2.0, 1.0])
     T = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
     G_inv = tf.constant(S) @ G_inv @ tf.constant(np.linalg.inv(S))
@@ -189,7 +208,8 @@ def apply_geometric(images, G_inv, impl="auto"):
 
     # Bilinear resampling onto the output canvas (align_corners=False, zero padding).
     Ho, Wo = 2 * (H + 2 * hz_pad), 2 * (W + 2 * hz_pad)
-    G_inv = tf.constant(np.diag([2.0 / Wu, 2.0 / Hu, 1.0])) @ G_inv @ tf.constant(np.diag([Wo / 2, Ho / 2, 1.0]))
+    one = tf.ones([1], tf.float64)
+    G_inv = scale2d(2.0 / Wu * one, 2.0 / Hu * one) @ G_inv @ tf.constant(np.diag([Wo / 2, Ho / 2, 1.0]))
     gx = (2 * np.arange(Wo, dtype=np.float64) + 1) / Wo - 1
     gy = (2 * np.arange(Ho, dtype=np.float64) + 1) / Ho - 1
     gxx, gyy = np.meshgrid(gx, gy)                                         # [Ho, Wo]
@@ -198,16 +218,11 @@ def apply_geometric(images, G_inv, impl="auto"):
     sy = tf.einsum("nj,hwj->nhw", G_inv[:, 1, :], grid)
     ux = ((sx + 1) * Wu - 1) / 2                                           # input pixel coordinates
     uy = ((sy + 1) * Hu - 1) / 2
-    # The dynamically padded, upsampled image occupies these buffer index ranges; outside reads zero.
-    lo_x = 2 * (W - 1 - mx0)
-    hi_x = 2 * (2 * W - 2 + mx1) + 1
-    lo_y = 2 * (H - 1 - my0)
-    hi_y = 2 * (2 * H - 2 + my1) + 1
     canvas = _bilinear_sample(up, ux, uy, lo_x, hi_x, lo_y, hi_y)         # [N, Ho, Wo, C]
 
     # 2x downsample and crop back to H x W.
     return _downsample2d(canvas, tf.constant(hz, tf.float32), down=2, padding=-2 * hz_pad,
-                             flip_filter=True, impl=impl)                  # [N, H, W, C]
+                         flip_filter=True, impl=impl)                      # [N, H, W, C]
 
 
 @_no_autograph
@@ -242,6 +257,8 @@ class AugmentPipe(tf.Module):
         saturation_std: magnitudes (the original's defaults).
       seed: seed of the internal ``tf.random.Generator``; rng: use this generator instead.
       impl: implementation of the up/down-sampling ops ("auto", "ref", "custom").
+      static_shapes: geometric padding mode (see module docstring): False (default) = exactly the batch's margins
+        like the original (less work on average), True = fixed-size buffer (static shapes, XLA friendly).
     Call ``pipe(images)`` with NHWC images in ``[-1, 1]``.
     """
 
@@ -249,7 +266,7 @@ class AugmentPipe(tf.Module):
                  brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1,
                  xint_max=0.125, scale_std=0.2, rotate_max=1.0, aniso_std=0.2, xfrac_std=0.125,
                  brightness_std=0.2, contrast_std=0.5, hue_max=1.0, saturation_std=1.0,
-                 seed=None, rng=None, impl="auto", name="augment_pipe"):
+                 seed=None, rng=None, impl="auto", static_shapes=False, name="augment_pipe"):
         super().__init__(name=name)
         self.multipliers = dict(xflip=xflip, rotate90=rotate90, xint=xint, scale=scale, rotate=rotate,
                                 aniso=aniso, xfrac=xfrac, brightness=brightness, contrast=contrast,
@@ -263,6 +280,7 @@ class AugmentPipe(tf.Module):
         self.multipliers = {k: float(v) for k, v in self.multipliers.items()}
         self.magnitudes = {k: float(v) for k, v in self.magnitudes.items()}
         self.impl = impl
+        self.static_shapes = bool(static_shapes)
         self.seed = seed
         self.p = tf.Variable(float(p), trainable=False, dtype=tf.float32, name="p")
         if rng is None:
@@ -272,7 +290,8 @@ class AugmentPipe(tf.Module):
 
     def get_config(self):
         return dict(p=float(self.p.numpy()) if tf.executing_eagerly() else None, **self.multipliers,
-                    **self.magnitudes, seed=self.seed, impl=self.impl)
+                    **self.magnitudes, seed=self.seed, impl=self.impl,
+                    static_shapes=self.static_shapes)
 
     @property
     def has_geometric(self):
@@ -395,7 +414,8 @@ class AugmentPipe(tf.Module):
         if self.has_geometric:
             is_identity = tf.reduce_all(tf.equal(G_inv, tf.eye(3)[tf.newaxis]))
             images = tf.cond(is_identity, lambda: tf.identity(images),
-                             lambda: apply_geometric(images, G_inv, impl=self.impl))
+                             lambda: apply_geometric(images, G_inv, impl=self.impl,
+                                                             static_shapes=self.static_shapes))
         if self.has_color:
             images = apply_color(images, C)
         return images
