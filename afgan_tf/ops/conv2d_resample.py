@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import _common
-from .upfirdn2d import _dims, _filter_tensor, upfirdn2d
+from .upfirdn2d import _crop, _dims, _filter_tensor, upfirdn2d
 
 
 def _check_int_factor(v, name):
@@ -57,7 +57,7 @@ def _conv(x, w, stride=1, padding=(0, 0), groups=1, transpose=False, flip_weight
         out_shape = tf.stack(out_shape)
     y = tf.nn.conv2d_transpose(x, filt, out_shape, strides=[1, stride, stride, 1], padding="VALID")
     if py or px:
-        y = y[:, py: (h - 1) * stride + kh - py, px: (wd - 1) * stride + kw - px, :]
+        y = _crop(y, py, py, px, px)
     return y
 
 

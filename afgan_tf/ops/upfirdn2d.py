@@ -9,6 +9,10 @@ Reference algorithm (per channel, per axis, in this order):
      a 1-D filter is applied along x then along y, a 2-D ``[fh, fw]`` filter as one 2-D pass;
   4. decimation: keep every ``down``-th sample starting at 0 (done by the stride of the last conv);
   5. gain: 2-D filters are scaled by ``gain``, each pass of a separable filter by ``sqrt(gain)``.
+A separable filter runs steps 1-4 along x first (on the un-stuffed rows), then along y: the axes commute and
+the x pass does not waste work on the all-zero rows of the y zero-stuffing. A 1-D pass that upsamples without
+decimating uses the polyphase form (``up`` short correlations of the un-stuffed input, interleaved), which
+skips the products with the stuffed zeros (``up`` times fewer multiply-adds, same result up to rounding).
 
 Output size per axis: ``(n * up + p0 + p1 - F) // down + 1``.
 
@@ -99,13 +103,21 @@ def _zero_stuff(x, upx, upy):
     return tf.reshape(x, [n, h * upy, w * upx, c])                              # [N, H*upy, W*upx, C]
 
 
+def _crop(x, y0, y1, x0, x1):
+    """Removes y0/y1 rows and x0/x1 columns (all >= 0) of [N, H, W, C] with ``tf.slice`` (its gradient is a pad;
+    the gradient of a strided slice is far slower on CPU)."""
+    if y0 == y1 == x0 == x1 == 0:
+        return x
+    _, h, w, _ = _dims(x)
+    return tf.slice(x, [0, y0, x0, 0], [-1, h - y0 - y1, w - x0 - x1, -1])
+
+
 def _pad_crop(x, px0, px1, py0, py1):
     """Zero-pads (positive) or crops (negative) the H/W axes of [N, H, W, C]."""
     if max(px0, px1, py0, py1) > 0:
         x = tf.pad(x, [[0, 0], [max(py0, 0), max(py1, 0)], [max(px0, 0), max(px1, 0)], [0, 0]])
     if min(px0, px1, py0, py1) < 0:
-        _, h, w, _ = _dims(x)
-        x = x[:, max(-py0, 0): h - max(-py1, 0), max(-px0, 0): w - max(-px1, 0), :]
+        x = _crop(x, max(-py0, 0), max(-py1, 0), max(-px0, 0), max(-px1, 0))
     return x
 
 
@@ -137,6 +149,42 @@ def _depthwise(x, k2d, sy, sx):
     return tf.reshape(y, [n, (h - kh) // sy + 1, w, c])                          # [N, Ho, W, C]
 
 
+def _upsample_1d_polyphase(x, g, up, p0, p1, axis):
+    """One separable pass with zero-stuffing ``up`` (> 1), padding (p0, p1) and valid correlation with ``g``
+    (already reversed / scaled), no decimation, along ``axis`` (2 = x, 1 = y) of [N, H, W, C].
+
+    Polyphase form: output m = q * up + r only sees input samples through the taps g[t * up + p0 - r], so each
+    phase r is a short correlation of the un-stuffed input with those taps; the phases are then interleaved.
+    Equal to stuffing + padding + correlating (it skips the products with the stuffed zeros).
+    """
+    taps = int(g.shape[0])
+    n = x.shape[axis]
+    m_out = n * up + p0 + p1 - taps + 1                          # output length of the pass
+    t0 = -((p0) // up)                                           # ceil(-p0 / up)
+    t1 = (taps - 1 + up - 1 - p0) // up
+    length = t1 - t0 + 1
+    q = -(-m_out // up)                                          # ceil(m_out / up) outputs per phase
+    idx = np.array([[(t0 + j) * up + p0 - r for j in range(length)] for r in range(up)])
+    idx = np.where((idx >= 0) & (idx < taps), idx, taps)         # out of range -> the appended zero tap
+    phases = tf.gather(tf.concat([g, tf.zeros([1], g.dtype)], 0), idx)   # [up, length]
+    # Input window: xp[q + j] = x[q + t0 + j] for q < Q, j < length (zero outside the input).
+    lo, hi = max(0, -t0), max(0, q + t1 - n)
+    start = max(0, t0)
+    if axis == 2:
+        xp = _pad_crop(x, lo, hi, 0, 0)
+        xp = _crop(xp, 0, 0, start, int(xp.shape[2]) - (start + q + length - 1))       # [N, H, Q+L-1, C]
+        ys = [_depthwise(xp, phases[r][None, :], 1, 1) for r in range(up)]              # up x [N, H, Q, C]
+        y = tf.stack(ys, axis=3)                                                        # [N, H, Q, up, C]
+        nn, h, _, _, c = _dims(y)
+        return _crop(tf.reshape(y, [nn, h, q * up, c]), 0, 0, 0, q * up - m_out)        # [N, H, M, C]
+    xp = _pad_crop(x, 0, 0, lo, hi)
+    xp = _crop(xp, start, int(xp.shape[1]) - (start + q + length - 1), 0, 0)            # [N, Q+L-1, W, C]
+    ys = [_depthwise(xp, phases[r][:, None], 1, 1) for r in range(up)]                  # up x [N, Q, W, C]
+    y = tf.stack(ys, axis=2)                                                            # [N, Q, up, W, C]
+    nn, _, _, w, c = _dims(y)
+    return _crop(tf.reshape(y, [nn, q * up, w, c]), 0, q * up - m_out, 0, 0)            # [N, M, W, C]
+
+
 def _out_size(n, up, p0, p1, taps, down, axis, op="upfirdn2d"):
     padded = n * up + p0 + p1
     if padded < taps:
@@ -151,6 +199,25 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter
     cdtype = tf.float32 if in_dtype in _LOW_PRECISION else in_dtype
     x = tf.cast(x, cdtype)
 
+    if f is not None and f.shape.rank == 1:
+        # Separable filter: steps 1-5 along x on the H input rows, then along y (the two axes commute; doing x
+        # first on the un-stuffed rows skips the all-zero rows the y-stuffing would add).
+        f = tf.cast(f, cdtype)
+        if not flip_filter:
+            f = f[::-1]                           # true convolution == correlation with the reversed filter
+        f = f * tf.constant(np.sqrt(gain), cdtype)
+        if upx > 1 and downx == 1 and x.shape[2] is not None:
+            x = _upsample_1d_polyphase(x, f, upx, px0, px1, axis=2)             # [N, H, Wo, C]
+        else:
+            x = _pad_crop(_zero_stuff(x, upx, 1), px0, px1, 0, 0)               # [N, H, Wp, C]
+            x = _depthwise(x, f[None, :], 1, downx)                              # [N, H, Wo, C]
+        if upy > 1 and downy == 1 and x.shape[1] is not None:
+            x = _upsample_1d_polyphase(x, f, upy, py0, py1, axis=1)             # [N, Ho, Wo, C]
+        else:
+            x = _pad_crop(_zero_stuff(x, 1, upy), 0, 0, py0, py1)               # [N, Hp, Wo, C]
+            x = _depthwise(x, f[:, None], downy, 1)                              # [N, Ho, Wo, C]
+        return tf.cast(x, in_dtype)
+
     # 1. Zero-stuffing and 2. pad / crop.
     x = _zero_stuff(x, upx, upy)                                                 # [N, H*upy, W*upx, C]
     x = _pad_crop(x, px0, px1, py0, py1)                                         # [N, Hp, Wp, C]
@@ -162,17 +229,10 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter
             x = x * tf.constant(gain, cdtype)
     else:
         f = tf.cast(f, cdtype)
-        if f.shape.rank == 1:
-            if not flip_filter:
-                f = f[::-1]                       # true convolution == correlation with the reversed filter
-            f = f * tf.constant(np.sqrt(gain), cdtype)
-            x = _depthwise(x, f[None, :], 1, downx)                              # [N, Hp, Wo, C]
-            x = _depthwise(x, f[:, None], downy, 1)                              # [N, Ho, Wo, C]
-        else:
-            if not flip_filter:
-                f = f[::-1, ::-1]
-            f = f * tf.constant(gain, cdtype)
-            x = _depthwise(x, f, downy, downx)                                   # [N, Ho, Wo, C]
+        if not flip_filter:
+            f = f[::-1, ::-1]
+        f = f * tf.constant(gain, cdtype)
+        x = _depthwise(x, f, downy, downx)                                       # [N, Ho, Wo, C]
     return tf.cast(x, in_dtype)
 
 
