@@ -48,7 +48,8 @@ def main():
     tf.random.set_seed(0)
     G = Generator(**generator_kwargs(args.cfg, args.res))
     print(f"generator {args.cfg} {args.res}x{args.res}, batch {args.batch}, {args.samples} samples per metric, "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'} intra-op threads")
+          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'} intra-op threads, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (timings scale with other load)")
     rng = np.random.RandomState(0)
     z = rng.randn(args.batch, G.z_dim).astype(np.float32)
     ws = G.mapping(tf.constant(z), tf.zeros([args.batch, 0]))
@@ -97,6 +98,7 @@ def main():
         print(line, flush=True)
     if official:
         print(f"original (reference ops, G_t256_fwd_b4 median from the timing file): {official:.4f} samples/s")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print("50k-sample estimate: " + ", ".join(f"{n} {50000 / s / 3600:.1f} h" for n, s, _ in rows))
 
 
