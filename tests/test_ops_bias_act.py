@@ -62,17 +62,17 @@ def test_parity(case, impl):
     err_orig = float(np.abs(z[case + "/y"] - z[case + "/y_f64"]).max())
     parity.assert_close(y.numpy(), y64, atol=2 * err_orig + 1e-7 * scale, name=f"bias_act/{case}/y_vs_f64")
     dx_ref = parity.nchw_to_nhwc(z[case + "/dx"])
-    parity.assert_close(tape.gradient(loss, x).numpy(), dx_ref, atol=2.4e-7 * max(1.0, np.abs(dx_ref).max()),
+    parity.assert_close(tape.gradient(loss, x).numpy(), dx_ref, atol=2.4e-7 * max(1.0, float(np.abs(dx_ref).max())),
                         name=f"bias_act/{case}/dx")
     if b is not None:
         db_ref = z[case + "/db"]
         # db is a sum over N*H*W elements: the summation order differs from the original's, allow ~1e-6 relative.
-        parity.assert_close(tape.gradient(loss, b).numpy(), db_ref, atol=1e-6 * max(1.0, np.abs(db_ref).max()),
+        parity.assert_close(tape.gradient(loss, b).numpy(), db_ref, atol=1e-6 * max(1.0, float(np.abs(db_ref).max())),
                             name=f"bias_act/{case}/db")
         # ... and it equals the exact (float64) sum of the original's dx over the non-bias axes.
         red = tuple(i for i in range(x.shape.rank) if i != axis)
         parity.assert_close(tape.gradient(loss, b).numpy(), dx_ref.astype(np.float64).sum(axis=red),
-                            atol=1e-6 * max(1.0, np.abs(db_ref).max()), name=f"bias_act/{case}/db_vs_sum_dx")
+                            atol=1e-6 * max(1.0, float(np.abs(db_ref).max())), name=f"bias_act/{case}/db_vs_sum_dx")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_low_precision(dtype, tol):
     y = bias_act(tf.cast(x, dtype), b, act="lrelu", clamp=1.5)
     assert y.dtype == dtype
     ref = bias_act(x, b, act="lrelu", clamp=1.5).numpy()
-    assert np.abs(tf.cast(y, tf.float32).numpy() - ref).max() <= tol * 4
+    assert float(np.abs(tf.cast(y, tf.float32).numpy() - ref).max()) <= tol * 4
 
 
 def test_errors():

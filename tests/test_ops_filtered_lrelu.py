@@ -64,13 +64,13 @@ def test_parity(case, impl):
     err_orig = float(np.abs(z[case + "/y"] - z[case + "/y_f64"]).max())
     parity.assert_close(y.numpy(), y64, atol=2 * err_orig + 1e-7 * scale, name=f"filtered_lrelu/{case}/y_vs_f64")
     dx_ref = parity.nchw_to_nhwc(z[case + "/dx"])
-    parity.assert_close(tape.gradient(loss, x).numpy(), dx_ref, atol=4e-7 * max(1.0, np.abs(dx_ref).max()),
+    parity.assert_close(tape.gradient(loss, x).numpy(), dx_ref, atol=4e-7 * max(1.0, float(np.abs(dx_ref).max())),
                         name=f"filtered_lrelu/{case}/dx")
     if b is not None:
         db_ref = z[case + "/db"]
         db = tape.gradient(loss, b).numpy()
         # db sums N*H*W float32 values: only the summation order differs; compare with the exact float64 sum too.
-        tol = 4e-6 * max(1.0, np.abs(db_ref).max())
+        tol = 4e-6 * max(1.0, float(np.abs(db_ref).max()))
         parity.assert_close(db, db_ref, atol=tol, name=f"filtered_lrelu/{case}/db")
         parity.assert_close(db, dx_ref.astype(np.float64).sum(axis=(0, 1, 2)), atol=tol,
                             name=f"filtered_lrelu/{case}/db_vs_sum_dx")
@@ -111,7 +111,7 @@ def test_against_numpy_composition(i):
                        gain=1.3, slope=0.15, clamp=clamp, flip_filter=flip)
     ref = np_filtered_lrelu(x, None if fu is None else fu.astype(np.float64),
                             None if fd is None else fd.astype(np.float64), b, up, down, pad, 1.3, 0.15, clamp, flip)
-    parity.assert_close(y.numpy(), ref, atol=1e-11 * max(1, np.abs(ref).max()), name=f"filtered_lrelu/numpy/{i}")
+    parity.assert_close(y.numpy(), ref, atol=1e-11 * max(1, float(np.abs(ref).max())), name=f"filtered_lrelu/numpy/{i}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_jit_compile_matches_eager():
     fn = lambda a: _run(z, c, a, b)
     ref = fn(x).numpy()
     for jit in (False, True):
-        parity.assert_close(tf.function(fn, jit_compile=jit)(x).numpy(), ref, atol=4e-7 * np.abs(ref).max(),
+        parity.assert_close(tf.function(fn, jit_compile=jit)(x).numpy(), ref, atol=4e-7 * float(np.abs(ref).max()),
                             name=f"filtered_lrelu/jit={jit}")
 
 
@@ -243,8 +243,8 @@ def test_low_precision(dtype, tol):
     y = _run(z, c, tf.cast(x, dtype), tf.cast(b, dtype))
     assert y.dtype == dtype
     ref = parity.nchw_to_nhwc(z[c + "/y"])
-    err = np.abs(tf.cast(y, tf.float32).numpy() - ref).max()
-    assert err < tol * 4 * np.abs(ref).max(), err
+    err = float(np.abs(tf.cast(y, tf.float32).numpy() - ref).max())
+    assert err < tol * 4 * float(np.abs(ref).max()), err
 
 
 def test_errors():

@@ -268,7 +268,7 @@ def test_low_precision(dtype, tol):
     ref_in = U.upfirdn2d(xin, f, up=2, down=2, padding=[6, 5, 6, 5]).numpy()
     parity.assert_close(tf.cast(y, tf.float32).numpy(), ref_in, atol=0, rtol=tol / 2 + 1e-7,
                         name=f"upfirdn2d/{dtype.name}/vs_rounded_input")
-    assert np.abs(tf.cast(y, tf.float32).numpy() - ref).max() < tol * np.abs(ref).max() * 4
+    assert float(np.abs(tf.cast(y, tf.float32).numpy() - ref).max()) < tol * float(np.abs(ref).max()) * 4
 
 
 # ---------------------------------------------------------------------------------------------------------------
