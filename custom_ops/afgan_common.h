@@ -109,12 +109,23 @@ AFGAN_HD float bias_act_grad_elem(int act, int order, float g, float z, float yv
 // 2 = clamped (gradient 0). Four codes are packed per byte along the channel axis.
 enum FlreluCode : uint32_t { kCodePass = 0, kCodeNeg = 1, kCodeClamp = 2 };
 
-AFGAN_HD float flrelu_forward_elem(float t, float gain, float slope, float clamp, uint32_t* code) {
+AFGAN_HD bool sign_bit(float v) {
+#if defined(__CUDA_ARCH__)
+  return signbit(v);
+#else
+  return std::signbit(v);
+#endif
+}
+
+// One high-rate sample of the forward: t -> clamp(gain * lrelu(t)); `clamp` is +inf when there is none.
+// Branch-free (ternaries) so the CPU loops over channels vectorise.
+AFGAN_HD float flrelu_forward_elem(float t, float gain, float slope, float clamp, uint8_t* code) {
   float v = t * gain;
-  uint32_t c = kCodePass;
-  if (copysignf(1.f, v) < 0.f) { v *= slope; c = kCodeNeg; }  // IEEE sign bit (also -0)
-  if (clamp >= 0.f && fabsf(v) > clamp) { v = v < 0.f ? -clamp : clamp; c = kCodeClamp; }
-  *code = c;
+  const bool neg = sign_bit(v);  // IEEE sign bit after the gain (also -0)
+  v = neg ? v * slope : v;
+  const bool clamped = fabsf(v) > clamp;
+  v = clamped ? copysignf(clamp, v) : v;
+  *code = clamped ? static_cast<uint8_t>(kCodeClamp) : (neg ? static_cast<uint8_t>(kCodeNeg) : static_cast<uint8_t>(kCodePass));
   return v;
 }
 

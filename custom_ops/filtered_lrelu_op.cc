@@ -19,7 +19,9 @@
 // The gradient runs the same engine with the adjoint tap tables (dy -> high rate -> dx) and the roles
 // of fu/fd swapped; its adjoint (for second order) runs the forward tables with the code mask.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "afgan_common.h"
@@ -218,30 +220,110 @@ struct Geometry {
 
 // Per-thread scratch buffers.
 struct Scratch {
-  std::vector<float> S, U, T, V;
+  std::vector<float> S, U, T, V, wts;
+  std::vector<const float*> rows;
 };
+
+int MaxTaps(const Taps& t) {
+  int m = 0;
+  for (int o = 0; o < t.size(); ++o) m = std::max(m, t.end(o) - t.begin(o));
+  return m;
+}
+
+// Tap table flattened for the inner loops: per output, a contiguous run of (offset, weight).
+struct FlatTaps {
+  std::vector<int> ptr, off;
+  std::vector<float> w;
+};
+
+// x-direction table: offsets are (idx - lo) * CB floats; weights resolved from the 1-D filter.
+inline FlatTaps FlattenX(const Taps& t, int o0, int o1, int lo, int cb, const std::vector<float>& g) {
+  FlatTaps f;
+  f.ptr.push_back(0);
+  for (int o = o0; o < o1; ++o) {
+    for (int q = t.begin(o); q < t.end(o); ++q) {
+      f.off.push_back((t.idx[q] - lo) * cb);
+      f.w.push_back(g.empty() ? 0.f : g[t.k[q]]);
+    }
+    f.ptr.push_back(static_cast<int>(f.off.size()));
+  }
+  return f;
+}
+
+// Explicit SIMD over the channel block (GCC/Clang vector extensions): the compiler otherwise tends to
+// vectorise the short tap loops with gathers.
+template <int CB>
+struct VecT {
+  static constexpr int W = CB >= 16 ? 16 : CB;  // floats per vector
+  static constexpr int K = CB / W;              // vectors per channel block
+  typedef float v __attribute__((vector_size(W * sizeof(float))));
+  static inline v load(const float* p) { v r; std::memcpy(&r, p, sizeof(v)); return r; }
+  static inline void store(float* p, const v& r) { std::memcpy(p, &r, sizeof(v)); }
+};
+
+// acc[0:CB] = sum_q w[q] * base[off[q] + 0:CB]
+template <int CB>
+inline void GatherAcc(float* __restrict dst, const float* __restrict base, const int* __restrict off,
+                      const float* __restrict w, int nq) {
+  using V = VecT<CB>;
+  typename V::v acc[V::K];
+  for (int k = 0; k < V::K; ++k) acc[k] = typename V::v{};
+  for (int q = 0; q < nq; ++q) {
+    const float* s = base + off[q];
+    const float wq = w[q];
+    for (int k = 0; k < V::K; ++k) acc[k] += wq * V::load(s + k * V::W);
+  }
+  for (int k = 0; k < V::K; ++k) V::store(dst + k * V::W, acc[k]);
+}
+
+// Row pass: for each pixel e in [0, npix): dst[e * dst_stride + 0:nc] = sum_q w[q] * rows[q][e * CB + 0:CB].
+template <int CB>
+inline void RowAcc(float* __restrict dst, const float* const* rows, const float* w, int nq, int npix,
+                   int dst_stride, int nc) {
+  using V = VecT<CB>;
+  for (int e = 0; e < npix; ++e) {
+    typename V::v acc[V::K];
+    for (int k = 0; k < V::K; ++k) acc[k] = typename V::v{};
+    const size_t o = static_cast<size_t>(e) * CB;
+    for (int q = 0; q < nq; ++q) {
+      const float* s = rows[q] + o;
+      const float wq = w[q];
+      for (int k = 0; k < V::K; ++k) acc[k] += wq * V::load(s + k * V::W);
+    }
+    float* d = dst + static_cast<size_t>(e) * dst_stride;
+    if (nc == CB) {
+      for (int k = 0; k < V::K; ++k) V::store(d + k * V::W, acc[k]);
+    } else {
+      float tmp[CB];
+      for (int k = 0; k < V::K; ++k) V::store(tmp + k * V::W, acc[k]);
+      for (int c = 0; c < nc; ++c) d[c] = tmp[c];
+    }
+  }
+}
 
 template <int CB>
 class Engine {
  public:
-  Engine(const Geometry& g, const float* src, const float* bias, float* out, uint8_t* code_w,
+  Engine(const Geometry& g, int down_y, const float* src, const float* bias, float* out, uint8_t* code_w,
          const uint8_t* code_r)
-      : g_(g), src_(src), bias_(bias), out_(out), code_w_(code_w), code_r_(code_r) {
+      : g_(g), down_y_(down_y), src_(src), bias_(bias), out_(out), code_w_(code_w), code_r_(code_r) {
     g.Bx.src_range(0, g.outW, &jx_lo_, &jx_hi_);
     if (jx_lo_ >= jx_hi_) { jx_lo_ = 0; jx_hi_ = 0; }
     if (jx_hi_ > jx_lo_) g.Ax.src_range(jx_lo_, jx_hi_, &sx_lo_, &sx_hi_);
     if (sx_lo_ >= sx_hi_) { sx_lo_ = 0; sx_hi_ = 0; }
     cblocks_ = (g.C + CB - 1) / CB;
     code_bytes_ = (g.C + 3) / 4;
-    // Tile height: keep the per-tile working set around 768 kB, but leave enough units to share.
+    max_taps_ = std::max(MaxTaps(g.Ay), MaxTaps(g.By));
+    if (g.fa->sep) ax_ = FlattenX(g.Ax, jx_lo_, std::max(jx_lo_, jx_hi_), sx_lo_, CB, g.fa->gx);
+    if (g.fb->sep) bx_ = FlattenX(g.Bx, 0, g.outW, jx_lo_, CB, g.fb->gx);
+    // Tile height: keep the per-tile working set around 1 MB, but leave enough units to share.
     int wj = std::max(1, jx_hi_ - jx_lo_), ws = std::max(1, sx_hi_ - sx_lo_);
     double hi_per_row = static_cast<double>(g.hiH) / std::max(1, g.outH);
     double src_per_row = static_cast<double>(g.srcH) / std::max(1, g.outH);
-    double bytes_per_row =
-        4.0 * CB * (hi_per_row * (2.0 * wj + g.outW) + src_per_row * (ws + wj) + g.outW);
-    int th = static_cast<int>(768.0 * 1024.0 / std::max(1.0, bytes_per_row));
+    double bytes_per_row = 4.0 * CB * (hi_per_row * (wj + g.outW) + src_per_row * (ws + wj));
+    int th = static_cast<int>(1024.0 * 1024.0 / std::max(1.0, bytes_per_row));
     th = std::max(1, std::min(th, g.outH));
-    int min_units = 16;
+    const int min_units = 8;
     while (th > 1 && static_cast<int64_t>(g.N) * cblocks_ * ((g.outH + th - 1) / th) < min_units) th = (th + 1) / 2;
     tile_h_ = th;
     tiles_ = (g.outH + th - 1) / th;
@@ -253,13 +335,13 @@ class Engine {
   }
 
   void Run(int64_t u, Scratch* s) const {
-    int t = static_cast<int>(u % tiles_);
-    int64_t r = u / tiles_;
-    int cb = static_cast<int>(r % cblocks_);
-    int n = static_cast<int>(r / cblocks_);
-    int o0 = t * tile_h_, o1 = std::min(g_.outH, o0 + tile_h_);
-    int c0 = cb * CB, nc = std::min(CB, g_.C - c0);
-    const int outW = g_.outW;
+    const int t = static_cast<int>(u % tiles_);
+    const int64_t r = u / tiles_;
+    const int cb = static_cast<int>(r % cblocks_);
+    const int n = static_cast<int>(r / cblocks_);
+    const int o0 = t * tile_h_, o1 = std::min(g_.outH, o0 + tile_h_);
+    const int c0 = cb * CB, nc = std::min(CB, g_.C - c0);
+    const int outW = g_.outW, C = g_.C;
 
     int jy_lo, jy_hi;
     g_.By.src_range(o0, o1, &jy_lo, &jy_hi);
@@ -268,188 +350,162 @@ class Engine {
     g_.Ay.src_range(jy_lo, jy_hi, &sy_lo, &sy_hi);
     const int nsy = std::max(0, sy_hi - sy_lo), nsx = sx_hi_ - sx_lo_;
     const int nj = jy_hi - jy_lo, wj = jx_hi_ - jx_lo_;
+    const size_t srow_len = static_cast<size_t>(nsx) * CB, hrow_len = static_cast<size_t>(wj) * CB;
 
     // 1. load source rows (+ bias) -> S[nsy][nsx][CB]
-    s->S.assign(static_cast<size_t>(nsy) * nsx * CB, 0.f);
+    s->S.resize(static_cast<size_t>(nsy) * srow_len);
     float bias[CB];
     for (int c = 0; c < CB; ++c) bias[c] = (bias_ && c < nc) ? bias_[c0 + c] : 0.f;
-    for (int iy = 0; iy < nsy; ++iy)
-      for (int ix = 0; ix < nsx; ++ix) {
-        const float* p = src_ + ((static_cast<int64_t>(n) * g_.srcH + sy_lo + iy) * g_.srcW + sx_lo_ + ix) * g_.C + c0;
-        float* d = &s->S[(static_cast<size_t>(iy) * nsx + ix) * CB];
+    for (int iy = 0; iy < nsy; ++iy) {
+      const float* p = src_ + ((static_cast<int64_t>(n) * g_.srcH + sy_lo + iy) * g_.srcW + sx_lo_) * C + c0;
+      float* d = &s->S[iy * srow_len];
+      for (int ix = 0; ix < nsx; ++ix, p += C, d += CB) {
         if (nc == CB) {
           for (int c = 0; c < CB; ++c) d[c] = p[c] + bias[c];
         } else {
-          for (int c = 0; c < nc; ++c) d[c] = p[c] + bias[c];
+          for (int c = 0; c < CB; ++c) d[c] = c < nc ? p[c] + bias[c] : 0.f;
         }
       }
+    }
 
     // 2. stage A -> T[nj][wj][CB]
-    s->T.assign(static_cast<size_t>(nj) * wj * CB, 0.f);
+    s->T.resize(static_cast<size_t>(nj) * hrow_len);
     const FilterInfo& fa = *g_.fa;
+    s->rows.resize(std::max(max_taps_, 1));
+    s->wts.resize(std::max(max_taps_, 1));
+    const float** rows = s->rows.data();
+    float* wts = s->wts.data();
     if (fa.sep) {
-      // x pass: U[nsy][wj][CB]
-      s->U.resize(static_cast<size_t>(nsy) * wj * CB);
+      s->U.resize(static_cast<size_t>(nsy) * hrow_len);  // x pass: U[nsy][wj][CB]
       for (int iy = 0; iy < nsy; ++iy) {
-        const float* srow = &s->S[static_cast<size_t>(iy) * nsx * CB];
-        float* urow = &s->U[static_cast<size_t>(iy) * wj * CB];
-        for (int jx = 0; jx < wj; ++jx) {
-          float acc[CB] = {0.f};
-          const int J = jx_lo_ + jx;
-          for (int q = g_.Ax.begin(J); q < g_.Ax.end(J); ++q) {
-            const float w = fa.gx[g_.Ax.k[q]];
-            const float* sp = srow + static_cast<size_t>(g_.Ax.idx[q] - sx_lo_) * CB;
-            for (int c = 0; c < CB; ++c) acc[c] += w * sp[c];
-          }
-          std::memcpy(urow + static_cast<size_t>(jx) * CB, acc, sizeof(acc));
-        }
+        const float* srow = &s->S[iy * srow_len];
+        float* urow = &s->U[iy * hrow_len];
+        for (int jx = 0; jx < wj; ++jx)
+          GatherAcc<CB>(urow + static_cast<size_t>(jx) * CB, srow, &ax_.off[ax_.ptr[jx]], &ax_.w[ax_.ptr[jx]],
+                        ax_.ptr[jx + 1] - ax_.ptr[jx]);
       }
-      // y pass: T[jy] += w * U[iy] (row axpy)
-      const size_t rowlen = static_cast<size_t>(wj) * CB;
-      for (int jy = 0; jy < nj; ++jy) {
-        float* trow = &s->T[jy * rowlen];
+      for (int jy = 0; jy < nj; ++jy) {  // y pass
         const int J = jy_lo + jy;
-        for (int q = g_.Ay.begin(J); q < g_.Ay.end(J); ++q) {
-          const float w = fa.gy[g_.Ay.k[q]];
-          const float* urow = &s->U[static_cast<size_t>(g_.Ay.idx[q] - sy_lo) * rowlen];
-          for (size_t e = 0; e < rowlen; ++e) trow[e] += w * urow[e];
+        int nq = 0;
+        for (int q = g_.Ay.begin(J); q < g_.Ay.end(J); ++q, ++nq) {
+          rows[nq] = &s->U[(g_.Ay.idx[q] - sy_lo) * hrow_len];
+          wts[nq] = fa.gy[g_.Ay.k[q]];
         }
+        RowAcc<CB>(&s->T[jy * hrow_len], rows, wts, nq, wj, CB, CB);
       }
     } else {
       for (int jy = 0; jy < nj; ++jy) {
         const int JY = jy_lo + jy;
         for (int jx = 0; jx < wj; ++jx) {
           const int JX = jx_lo_ + jx;
-          float acc[CB] = {0.f};
+          using V = VecT<CB>;
+          typename V::v acc[V::K];
+          for (int k = 0; k < V::K; ++k) acc[k] = typename V::v{};
           for (int qy = g_.Ay.begin(JY); qy < g_.Ay.end(JY); ++qy) {
-            const float* srow = &s->S[static_cast<size_t>(g_.Ay.idx[qy] - sy_lo) * nsx * CB];
+            const float* srow = &s->S[(g_.Ay.idx[qy] - sy_lo) * srow_len];
             const float* frow = &fa.g2[static_cast<size_t>(g_.Ay.k[qy]) * fa.w];
             for (int qx = g_.Ax.begin(JX); qx < g_.Ax.end(JX); ++qx) {
               const float w = frow[g_.Ax.k[qx]];
               const float* sp = srow + static_cast<size_t>(g_.Ax.idx[qx] - sx_lo_) * CB;
-              for (int c = 0; c < CB; ++c) acc[c] += w * sp[c];
+              for (int k = 0; k < V::K; ++k) acc[k] += w * V::load(sp + k * V::W);
             }
           }
-          std::memcpy(&s->T[(static_cast<size_t>(jy) * wj + jx) * CB], acc, sizeof(acc));
+          float* dst = &s->T[jy * hrow_len + static_cast<size_t>(jx) * CB];
+          for (int k = 0; k < V::K; ++k) V::store(dst + k * V::W, acc[k]);
         }
       }
     }
 
-    // 3. nonlinearity / code mask
+    // 3. nonlinearity / code mask (branch-free loops over the CB channels of one pixel, vectorisable)
     if (g_.mid == Mid::kForward) {
-      // rows this tile owns in the code tensor
-      int own_lo = o0 * (g_.outH > 0 ? DownY() : 1);
-      int own_hi = (o1 == g_.outH) ? g_.hiH : o1 * DownY();
-      own_lo = std::max(own_lo, jy_lo);
-      own_hi = std::min(own_hi, jy_hi);
-      const float gain = g_.gain, slope = g_.slope, clamp = g_.clamp;
+      int own_lo = std::max(o0 * down_y_, jy_lo);
+      int own_hi = std::min((o1 == g_.outH) ? g_.hiH : o1 * down_y_, jy_hi);
+      const float gain = g_.gain, slope = g_.slope;
+      const float clamp = g_.clamp >= 0.f ? g_.clamp : std::numeric_limits<float>::infinity();
+      const int nbytes = (nc + 3) / 4;
       for (int jy = 0; jy < nj; ++jy) {
         const int JY = jy_lo + jy;
         const bool write = code_w_ && JY >= own_lo && JY < own_hi;
-        for (int jx = 0; jx < wj; ++jx) {
-          float* v = &s->T[(static_cast<size_t>(jy) * wj + jx) * CB];
-          if (!write) {
-            for (int c = 0; c < CB; ++c) {
-              uint32_t code;
-              v[c] = afgan::flrelu_forward_elem(v[c], gain, slope, clamp, &code);
-            }
-          } else {
-            uint8_t* crow = code_w_ + ((static_cast<int64_t>(n) * g_.hiH + JY) * g_.hiW + jx_lo_ + jx) * code_bytes_ + c0 / 4;
-            for (int c4 = 0; c4 < CB; c4 += 4) {
-              uint32_t packed = 0;
-              for (int c = 0; c < 4; ++c) {
-                uint32_t code;
-                v[c4 + c] = afgan::flrelu_forward_elem(v[c4 + c], gain, slope, clamp, &code);
-                packed |= code << (2 * c);
-              }
-              if (c4 < nc) crow[c4 / 4] = static_cast<uint8_t>(packed);
-            }
+        float* v = &s->T[jy * hrow_len];
+        uint8_t* crow = write ? code_w_ + ((static_cast<int64_t>(n) * g_.hiH + JY) * g_.hiW + jx_lo_) * code_bytes_ + c0 / 4
+                              : nullptr;
+        for (int jx = 0; jx < wj; ++jx, v += CB) {
+          uint8_t cc[CB];
+          for (int c = 0; c < CB; ++c) v[c] = afgan::flrelu_forward_elem(v[c], gain, slope, clamp, &cc[c]);
+          if (crow) {
+            uint8_t* cb8 = crow + static_cast<int64_t>(jx) * code_bytes_;
+            for (int j = 0; j < nbytes; ++j)
+              cb8[j] = static_cast<uint8_t>(cc[4 * j] | (cc[4 * j + 1] << 2) | (cc[4 * j + 2] << 4) | (cc[4 * j + 3] << 6));
           }
         }
       }
     } else {
-      const float gain = g_.gain, slope = g_.slope;
+      const float gain = g_.gain;
+      const int nbytes = (nc + 3) / 4;
       for (int jy = 0; jy < nj; ++jy) {
         const int JY = jy_lo + jy;
-        for (int jx = 0; jx < wj; ++jx) {
-          float* v = &s->T[(static_cast<size_t>(jy) * wj + jx) * CB];
-          const uint8_t* crow = code_r_ + ((static_cast<int64_t>(n) * g_.hiH + JY) * g_.hiW + jx_lo_ + jx) * code_bytes_ + c0 / 4;
-          for (int c = 0; c < nc; ++c) v[c] *= afgan::flrelu_code_scale(afgan::code_get(crow, c), gain, slope);
+        float* v = &s->T[jy * hrow_len];
+        const uint8_t* crow = code_r_ + ((static_cast<int64_t>(n) * g_.hiH + JY) * g_.hiW + jx_lo_) * code_bytes_ + c0 / 4;
+        for (int jx = 0; jx < wj; ++jx, v += CB, crow += code_bytes_) {
+          uint8_t cc[CB];
+          for (int j = 0; j < CB / 4; ++j) {
+            const uint8_t byte = j < nbytes ? crow[j] : 0;
+            cc[4 * j] = byte & 3u;
+            cc[4 * j + 1] = (byte >> 2) & 3u;
+            cc[4 * j + 2] = (byte >> 4) & 3u;
+            cc[4 * j + 3] = (byte >> 6) & 3u;
+          }
+          for (int c = 0; c < CB; ++c) v[c] *= afgan::flrelu_code_scale(cc[c], gain, g_.slope);
         }
       }
     }
 
     // 4. stage B -> output rows [o0, o1)
     const FilterInfo& fb = *g_.fb;
-    float* out_base = out_ + (static_cast<int64_t>(n) * g_.outH) * outW * g_.C + c0;
+    float* out_base = out_ + (static_cast<int64_t>(n) * g_.outH) * outW * C + c0;
     if (fb.sep) {
-      // x pass: V[nj][outW][CB]
-      s->V.resize(static_cast<size_t>(nj) * outW * CB);
+      const size_t vrow_len = static_cast<size_t>(outW) * CB;
+      s->V.resize(static_cast<size_t>(nj) * vrow_len);  // x pass: V[nj][outW][CB]
       for (int jy = 0; jy < nj; ++jy) {
-        const float* trow = &s->T[static_cast<size_t>(jy) * wj * CB];
-        float* vrow = &s->V[static_cast<size_t>(jy) * outW * CB];
-        for (int ox = 0; ox < outW; ++ox) {
-          float acc[CB] = {0.f};
-          for (int q = g_.Bx.begin(ox); q < g_.Bx.end(ox); ++q) {
-            const float w = fb.gx[g_.Bx.k[q]];
-            const float* tp = trow + static_cast<size_t>(g_.Bx.idx[q] - jx_lo_) * CB;
-            for (int c = 0; c < CB; ++c) acc[c] += w * tp[c];
-          }
-          std::memcpy(vrow + static_cast<size_t>(ox) * CB, acc, sizeof(acc));
-        }
+        const float* trow = &s->T[jy * hrow_len];
+        float* vrow = &s->V[jy * vrow_len];
+        for (int ox = 0; ox < outW; ++ox)
+          GatherAcc<CB>(vrow + static_cast<size_t>(ox) * CB, trow, &bx_.off[bx_.ptr[ox]], &bx_.w[bx_.ptr[ox]],
+                        bx_.ptr[ox + 1] - bx_.ptr[ox]);
       }
-      // y pass
-      std::vector<float>& row = s->U;  // reuse as one output row
-      row.resize(static_cast<size_t>(outW) * CB);
-      const size_t rowlen = static_cast<size_t>(outW) * CB;
-      for (int oy = o0; oy < o1; ++oy) {
-        std::fill(row.begin(), row.end(), 0.f);
-        for (int q = g_.By.begin(oy); q < g_.By.end(oy); ++q) {
-          const float w = fb.gy[g_.By.k[q]];
-          const float* vrow = &s->V[static_cast<size_t>(g_.By.idx[q] - jy_lo) * rowlen];
-          for (size_t e = 0; e < rowlen; ++e) row[e] += w * vrow[e];
+      for (int oy = o0; oy < o1; ++oy) {  // y pass straight into the output
+        int nq = 0;
+        for (int q = g_.By.begin(oy); q < g_.By.end(oy); ++q, ++nq) {
+          rows[nq] = &s->V[(g_.By.idx[q] - jy_lo) * vrow_len];
+          wts[nq] = fb.gy[g_.By.k[q]];
         }
-        StoreRow(out_base + static_cast<int64_t>(oy) * outW * g_.C, row.data(), nc);
+        RowAcc<CB>(out_base + static_cast<int64_t>(oy) * outW * C, rows, wts, nq, outW, C, nc);
       }
     } else {
-      std::vector<float>& row = s->U;
-      row.resize(static_cast<size_t>(outW) * CB);
       for (int oy = o0; oy < o1; ++oy) {
         for (int ox = 0; ox < outW; ++ox) {
-          float acc[CB] = {0.f};
+          using V = VecT<CB>;
+          typename V::v acc[V::K];
+          for (int k = 0; k < V::K; ++k) acc[k] = typename V::v{};
           for (int qy = g_.By.begin(oy); qy < g_.By.end(oy); ++qy) {
-            const float* trow = &s->T[static_cast<size_t>(g_.By.idx[qy] - jy_lo) * wj * CB];
+            const float* trow = &s->T[(g_.By.idx[qy] - jy_lo) * hrow_len];
             const float* frow = &fb.g2[static_cast<size_t>(g_.By.k[qy]) * fb.w];
             for (int qx = g_.Bx.begin(ox); qx < g_.Bx.end(ox); ++qx) {
               const float w = frow[g_.Bx.k[qx]];
               const float* tp = trow + static_cast<size_t>(g_.Bx.idx[qx] - jx_lo_) * CB;
-              for (int c = 0; c < CB; ++c) acc[c] += w * tp[c];
+              for (int k = 0; k < V::K; ++k) acc[k] += w * V::load(tp + k * V::W);
             }
           }
-          std::memcpy(&row[static_cast<size_t>(ox) * CB], acc, sizeof(acc));
+          float tmp[CB];
+          for (int k = 0; k < V::K; ++k) V::store(tmp + k * V::W, acc[k]);
+          float* d = out_base + (static_cast<int64_t>(oy) * outW + ox) * C;
+          for (int c = 0; c < nc; ++c) d[c] = tmp[c];
         }
-        StoreRow(out_base + static_cast<int64_t>(oy) * outW * g_.C, row.data(), nc);
       }
     }
   }
-
-  int down_y_ = 1;
 
  private:
-  int DownY() const { return down_y_; }
-
-  void StoreRow(float* dst, const float* row, int nc) const {
-    for (int ox = 0; ox < g_.outW; ++ox) {
-      float* d = dst + static_cast<int64_t>(ox) * g_.C;
-      const float* s = row + static_cast<size_t>(ox) * CB;
-      if (nc == CB) {
-        for (int c = 0; c < CB; ++c) d[c] = s[c];
-      } else {
-        for (int c = 0; c < nc; ++c) d[c] = s[c];
-      }
-    }
-  }
-
   void WriteZeros(int n, int o0, int o1, int c0, int nc) const {
     for (int oy = o0; oy < o1; ++oy)
       for (int ox = 0; ox < g_.outW; ++ox) {
@@ -459,20 +515,21 @@ class Engine {
   }
 
   const Geometry& g_;
+  int down_y_;
   const float* src_;
   const float* bias_;
   float* out_;
   uint8_t* code_w_;
   const uint8_t* code_r_;
+  FlatTaps ax_, bx_;
   int jx_lo_ = 0, jx_hi_ = 0, sx_lo_ = 0, sx_hi_ = 0;
-  int cblocks_ = 1, code_bytes_ = 1, tile_h_ = 1, tiles_ = 1;
+  int cblocks_ = 1, code_bytes_ = 1, tile_h_ = 1, tiles_ = 1, max_taps_ = 1;
 };
 
 template <int CB>
 void RunEngineCB(OpKernelContext* ctx, const Geometry& g, int down_y, const float* src, const float* bias,
                  float* out, uint8_t* code_w, const uint8_t* code_r) {
-  Engine<CB> e(g, src, bias, out, code_w, code_r);
-  e.down_y_ = down_y;
+  Engine<CB> e(g, down_y, src, bias, out, code_w, code_r);
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
   workers->ParallelFor(e.units(), e.cost_per_unit(), [&e](int64_t begin, int64_t end) {
     thread_local Scratch scratch;
@@ -482,7 +539,9 @@ void RunEngineCB(OpKernelContext* ctx, const Geometry& g, int down_y, const floa
 
 void RunEngine(OpKernelContext* ctx, const Geometry& g, int down_y, const float* src, const float* bias,
                float* out, uint8_t* code_w, const uint8_t* code_r) {
-  if (g.C >= 16)
+  if (g.C >= 64)
+    RunEngineCB<64>(ctx, g, down_y, src, bias, out, code_w, code_r);
+  else if (g.C >= 16)
     RunEngineCB<16>(ctx, g, down_y, src, bias, out, code_w, code_r);
   else if (g.C >= 8)
     RunEngineCB<8>(ctx, g, down_y, src, bias, out, code_w, code_r);
