@@ -11,6 +11,7 @@ Usage:
     python benchmarks/bench_ops.py            # all cases (a few minutes on 2 cores)
     python benchmarks/bench_ops.py --quick    # small subset, fewer repetitions
     python benchmarks/bench_ops.py --cases flrelu_L1_x38 --mode jit --impls ref
+    python benchmarks/bench_ops.py --cases flrelu_L3_up4 --impls ref,lowmem --directions fwdbwd   # memory
 """
 import argparse
 import json
@@ -73,6 +74,8 @@ def run_case(name, impl, mode, direction, reps, budget_s):
     from afgan_tf.ops import _custom_ops
 
     op, a, _ = CASES[name]
+    if impl == "lowmem" and op != "filtered_lrelu":
+        return dict(skipped="lowmem exists for filtered_lrelu only")
     if impl == "custom" and op not in ("filtered_lrelu", "bias_act", "upfirdn2d"):
         return dict(skipped="no compiled kernel for this op")
     if impl == "custom" and not _custom_ops.is_available(op):
@@ -87,8 +90,12 @@ def run_case(name, impl, mode, direction, reps, budget_s):
         fd = np.hanning(a["fd"] + 2)[1:-1].astype(np.float32); fd /= fd.sum()
         b = tf.constant(rng.standard_normal([a["x"][-1]]).astype(np.float32) * 0.1)
         extra = [b]
-        fn = lambda x_, b_: ops.filtered_lrelu(x_, fu, fd, b_, up=a["up"], down=a["down"], padding=a["pad"],
-                                               clamp=256.0, impl=impl)
+        if impl == "lowmem":   # reference forward, custom gradient keeping an int8 code
+            fn = lambda x_, b_: ops.filtered_lrelu_lowmem(x_, fu, fd, b_, up=a["up"], down=a["down"],
+                                                          padding=a["pad"], clamp=256.0)
+        else:
+            fn = lambda x_, b_: ops.filtered_lrelu(x_, fu, fd, b_, up=a["up"], down=a["down"], padding=a["pad"],
+                                                   clamp=256.0, impl=impl)
     elif op == "bias_act":
         b = tf.constant(rng.standard_normal([a["x"][-1]]).astype(np.float32))
         extra = [b]
@@ -163,7 +170,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small subset and fewer repetitions")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: all / quick subset)")
     ap.add_argument("--mode", default="function", choices=["eager", "function", "jit"])
-    ap.add_argument("--impls", default="ref,custom", help="comma-separated impls; the first is the baseline")
+    ap.add_argument("--impls", default="ref,custom", help="comma-separated impls among ref, custom, lowmem "
+                    "(filtered_lrelu_lowmem); the first is the baseline")
     ap.add_argument("--directions", default="fwd,fwdbwd")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--budget", type=float, default=None, help="seconds of timed calls per case")

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import parity
 from afgan_tf.ops import _common, _custom_ops
-from afgan_tf.ops.filtered_lrelu import filtered_lrelu
+from afgan_tf.ops.filtered_lrelu import filtered_lrelu, filtered_lrelu_lowmem
 from test_ops_upfirdn2d import np_upfirdn2d
 
 FILE = "ops_filtered_lrelu.npz"
@@ -268,3 +268,87 @@ def test_errors():
         filtered_lrelu(tf.zeros([8, 8, 2]))
     with pytest.raises(TypeError, match="floating"):
         filtered_lrelu(tf.zeros([1, 8, 8, 2], tf.int32))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# filtered_lrelu_lowmem: custom gradient from an int8 code (spec §1.4 recipe).
+
+@pytest.mark.parametrize("case", _cases())
+def test_lowmem_parity(case):
+    z = parity.load(FILE)
+    p = parity.meta(z, case + "/params")
+    x = tf.constant(parity.nchw_to_nhwc(z[case + "/x"]))
+    b = tf.constant(z[case + "/b"]) if case + "/b" in z else None
+    fu = z[case + "/fu"] if case + "/fu" in z else None
+    fd = z[case + "/fd"] if case + "/fd" in z else None
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        if b is not None:
+            tape.watch(b)
+        y = filtered_lrelu_lowmem(x, fu, fd, b, up=p["up"], down=p["down"], padding=p["padding"], gain=p["gain"],
+                                  slope=p["slope"], clamp=p["clamp"], flip_filter=p["flip_filter"])
+        loss = tf.reduce_sum(y * parity.nchw_to_nhwc(z[case + "/gy"]))
+    np.testing.assert_array_equal(y.numpy(), _run(z, case, x, b).numpy())  # same forward as the reference
+    dx_ref = parity.nchw_to_nhwc(z[case + "/dx"])
+    # Different (but exact-in-math) backward computation: float32 rounding of sums of ~100 products.
+    parity.assert_close(tape.gradient(loss, x).numpy(), dx_ref, atol=1e-6 * max(1.0, float(np.abs(dx_ref).max())),
+                        name=f"filtered_lrelu_lowmem/{case}/dx")
+    if b is not None:
+        db_ref = z[case + "/db"]
+        parity.assert_close(tape.gradient(loss, b).numpy(), db_ref,
+                            atol=4e-6 * max(1.0, float(np.abs(db_ref).max())), name=f"filtered_lrelu_lowmem/{case}/db")
+
+
+def test_lowmem_gradients_match_autodiff_float64():
+    """First order vs finite differences and second order (gradient of a gradient norm) vs autodiff of the
+    reference composition, with the clamp active and asymmetric filters / padding / factors."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal([1, 5, 4, 2])
+    b = rng.standard_normal([2]) * 0.3
+    fu = rng.standard_normal([6]).astype(np.float32)
+    fd = rng.standard_normal([3, 4]).astype(np.float32)
+    kw = dict(up=[2, 1], down=[1, 2], padding=[3, 1, 2, 4], gain=1.3, slope=0.15, clamp=0.8, flip_filter=True)
+    gy = rng.standard_normal(filtered_lrelu(x, fu, fd, b, **kw).shape)
+    loss = lambda a, bb: float(tf.reduce_sum(
+        filtered_lrelu_lowmem(tf.constant(a), fu, fd, tf.constant(bb), **kw) * gy))
+    xt, bt = tf.constant(x), tf.constant(b)
+    with tf.GradientTape() as tape:
+        tape.watch([xt, bt])
+        l = tf.reduce_sum(filtered_lrelu_lowmem(xt, fu, fd, bt, **kw) * gy)
+    gx, gb = tape.gradient(l, [xt, bt])
+    parity.assert_close(gx.numpy(), _fd(lambda a: loss(a, b), x), atol=1e-7, name="filtered_lrelu_lowmem/fd_dx")
+    parity.assert_close(gb.numpy(), _fd(lambda bb: loss(x, bb), b), atol=1e-7, name="filtered_lrelu_lowmem/fd_db")
+
+    def second(fn):
+        with tf.GradientTape() as t2:
+            t2.watch(xt)
+            with tf.GradientTape() as t1:
+                t1.watch(xt)
+                out = tf.reduce_sum(tf.sin(fn(xt, fu, fd, bt, **kw)))
+            g = t1.gradient(out, xt)
+            n = tf.reduce_sum(g * g)
+        return t2.gradient(n, xt).numpy()
+
+    ref = second(filtered_lrelu)
+    parity.assert_close(second(filtered_lrelu_lowmem), ref, atol=1e-10 * max(1.0, float(np.abs(ref).max())),
+                        name="filtered_lrelu_lowmem/second_order_vs_autodiff")
+
+
+def test_lowmem_jit_and_no_bias():
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.standard_normal([1, 10, 10, 2]), tf.float32)
+    f = np.hanning(10)[1:-1].astype(np.float32)
+    f /= f.sum()
+
+    def fn(fl, a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            y = fl(a, f, f, up=2, down=2, padding=[4, 3, 4, 3], clamp=0.5)
+            l = tf.reduce_sum(y * y)
+        return y, tape.gradient(l, a)
+
+    ref = fn(filtered_lrelu, x)
+    out = tf.function(lambda a: fn(filtered_lrelu_lowmem, a), jit_compile=True)(x)
+    for a, r in zip(out, ref):
+        parity.assert_close(a.numpy(), r.numpy(), atol=1e-6 * float(np.abs(r.numpy()).max()),
+                            name="filtered_lrelu_lowmem/jit")

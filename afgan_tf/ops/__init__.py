@@ -4,9 +4,9 @@ Every op takes ``impl="auto" | "ref" | "custom"`` where it has a compiled counte
 """
 from .upfirdn2d import setup_filter, upfirdn2d, filter2d, upsample2d, downsample2d
 from .bias_act import ACTIVATIONS, bias_act
-from .filtered_lrelu import filtered_lrelu
+from .filtered_lrelu import filtered_lrelu, filtered_lrelu_lowmem
 from .conv2d_resample import conv2d_resample
 from .modulated_conv2d import modulated_conv2d, modulated_conv2d_grouped
 
 __all__ = ["setup_filter", "upfirdn2d", "filter2d", "upsample2d", "downsample2d", "ACTIVATIONS", "bias_act",
-           "filtered_lrelu", "conv2d_resample", "modulated_conv2d", "modulated_conv2d_grouped"]
+           "filtered_lrelu", "filtered_lrelu_lowmem", "conv2d_resample", "modulated_conv2d", "modulated_conv2d_grouped"]
