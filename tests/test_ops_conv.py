@@ -282,3 +282,24 @@ def test_modulated_conv2d_errors():
         modulated_conv2d(x, w, s, padding=-1)
     with pytest.raises(ValueError, match="rank 2"):
         modulated_conv2d(x, w, tf.ones([2, 3, 1]))
+
+
+@pytest.mark.parametrize("dtype, tol", [(tf.float16, 4e-3), (tf.bfloat16, 3e-2)])
+def test_low_precision_conv_ops(dtype, tol):
+    """float16 / bfloat16 activations run and stay close to the float32 result (weights/styles stay float32)."""
+    rng = np.random.default_rng(60)
+    x = rng.standard_normal([2, 8, 8, 4]).astype(np.float32)
+    w = (rng.standard_normal([3, 3, 4, 5]) / 6).astype(np.float32)
+    s = (rng.standard_normal([2, 4]) + 1).astype(np.float32)
+    f = setup_filter([1, 3, 3, 1])
+    pairs = [
+        (lambda a: conv2d_resample(a, w, f, down=2, padding=1)),
+        (lambda a: conv2d_resample(a, w, f, up=2, padding=1, flip_weight=False)),
+        (lambda a: modulated_conv2d(a, w, s, padding=1, input_gain=0.9)),
+    ]
+    for i, fn in enumerate(pairs):
+        ref = fn(tf.constant(x)).numpy()
+        y = fn(tf.cast(x, dtype))
+        assert y.dtype == dtype
+        err = float(np.abs(tf.cast(y, tf.float32).numpy() - ref).max())
+        assert err <= tol * 4 * float(np.abs(ref).max()), (i, err)

@@ -13,6 +13,7 @@ sign/clamp code instead of the high-rate intermediate.
 """
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from . import _common
@@ -51,7 +52,11 @@ def _parse_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter
             raise ValueError(f"{op}: clamp must be None or >= 0, got {clamp}")
     c = x.shape[3]
     if b is not None:
-        b = _common.to_tensor(b, name="b")
+        if isinstance(b, (tf.Tensor, tf.Variable)) or hasattr(b, "value"):
+            b = tf.convert_to_tensor(b)
+        else:
+            b = tf.convert_to_tensor(np.asarray(b), dtype=x.dtype)     # numpy / list -> dtype of x directly
+        _common.check_float(b, name=f"{op}: b")
         if b.shape.rank != 1 or (b.shape[0] is not None and b.shape[0] != c):
             raise ValueError(f"{op}: b must have shape [{c}] (channels of x {x.shape}), got {b.shape}")
     if x.shape[1] is not None:
