@@ -242,3 +242,19 @@ def test_errors():
     part = {"b4.out.bias": np.array([3.0], np.float32), "unknown.x": np.zeros(2)}
     D.load_original_state_dict(part, strict=False)
     assert D.original_state_dict()["b4.out.bias"][0] == 3.0
+
+
+def test_preset_kwargs_and_configs():
+    from afgan_tf.networks import presets
+    kw = presets.discriminator_kwargs("stylegan3-r", 32, cbase=512, cmax=32, freezed=2)
+    D = Discriminator(**kw)
+    assert D.init_kwargs == {**kw, "cmap_dim": None}
+    assert len(D.non_trainable_weights) == 2 + 2  # fromrgb (w, b) + conv0 (w, b) of b32
+    D2 = Discriminator.from_config(D.get_config())
+    assert list(D2.original_state_dict()) == list(D.original_state_dict())
+    blk = D.blocks[0]
+    assert type(blk).from_config(blk.get_config()).get_config() == blk.get_config()
+    ep = D.b4
+    assert type(ep).from_config(ep.get_config()).get_config() == ep.get_config()
+    Dn = Discriminator(**dict(kw, channel_base=np.int64(512)))  # numpy scalars are normalised
+    assert type(Dn.init_kwargs["channel_base"]) is int

@@ -34,6 +34,14 @@ __all__ = ["StateDictError", "Conv2dLayer", "FullyConnectedLayer", "MinibatchStd
 _SQRT_HALF = float(np.sqrt(0.5))
 
 
+def _json_scalar(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (tuple, np.ndarray)):
+        return list(np.asarray(o).tolist())
+    raise TypeError(f"value {o!r} of type {type(o).__name__} is not JSON-serialisable")
+
+
 def _act_gain(activation):
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
@@ -177,6 +185,13 @@ class DiscriminatorBlock(keras.layers.Layer):
         self.resolution, self.img_channels = int(resolution), int(img_channels)
         self.first_layer_idx, self.architecture = int(first_layer_idx), architecture
         self.use_fp16 = bool(use_fp16)
+        self._config = dict(in_channels=self.in_channels, tmp_channels=self.tmp_channels,
+                            out_channels=self.out_channels, resolution=self.resolution,
+                            img_channels=self.img_channels, first_layer_idx=self.first_layer_idx,
+                            architecture=architecture, activation=activation,
+                            resample_filter=[float(t) for t in resample_filter], conv_clamp=conv_clamp,
+                            use_fp16=self.use_fp16, fp16_channels_last=bool(fp16_channels_last),
+                            freeze_layers=int(freeze_layers))
         self.resample_filter = setup_filter(list(resample_filter))
         self.num_layers = 0
 
@@ -214,6 +229,11 @@ class DiscriminatorBlock(keras.layers.Layer):
             x = self.conv1(self.conv0(x))
         return x, img
 
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(self._config)
+        return cfg
+
     def original_entries(self, prefix):
         out = [OriginalEntry(prefix + "resample_filter", FILTER, self.resample_filter.numpy())]
         for name in ("fromrgb", "conv0", "conv1", "skip"):
@@ -236,6 +256,10 @@ class DiscriminatorEpilogue(keras.layers.Layer):
         super().__init__(**kwargs)
         self.in_channels, self.cmap_dim, self.resolution = int(in_channels), int(cmap_dim), int(resolution)
         self.img_channels, self.architecture = int(img_channels), architecture
+        self._config = dict(in_channels=self.in_channels, cmap_dim=self.cmap_dim, resolution=self.resolution,
+                            img_channels=self.img_channels, architecture=architecture,
+                            mbstd_group_size=mbstd_group_size, mbstd_num_channels=int(mbstd_num_channels),
+                            activation=activation, conv_clamp=conv_clamp)
         self.fromrgb = (Conv2dLayer(self.img_channels, self.in_channels, 1, activation=activation, name="fromrgb")
                         if architecture == "skip" else None)
         self.mbstd = (MinibatchStdLayer(mbstd_group_size, mbstd_num_channels, name="mbstd")
@@ -259,6 +283,11 @@ class DiscriminatorEpilogue(keras.layers.Layer):
         if self.cmap_dim > 0:
             x = tf.reduce_sum(x * cmap, axis=1, keepdims=True) * (1.0 / np.sqrt(self.cmap_dim))  # [N, 1]
         return x
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(self._config)
+        return cfg
 
     def original_entries(self, prefix):
         out = []
@@ -288,6 +317,9 @@ class DiscriminatorMapping(keras.layers.Layer):
                  lr_multiplier=0.01, w_avg_beta=None, **kwargs):
         super().__init__(**kwargs)
         self.c_dim, self.w_dim, self.num_layers = int(c_dim), int(w_dim), int(num_layers)
+        self._config = dict(c_dim=self.c_dim, w_dim=self.w_dim, num_layers=self.num_layers,
+                            embed_features=embed_features, layer_features=layer_features, activation=activation,
+                            lr_multiplier=float(lr_multiplier), w_avg_beta=w_avg_beta)
         embed_features = self.w_dim if embed_features is None else int(embed_features)
         layer_features = self.w_dim if layer_features is None else int(layer_features)
         self.embed = FullyConnectedLayer(self.c_dim, embed_features, name="embed")
@@ -301,6 +333,11 @@ class DiscriminatorMapping(keras.layers.Layer):
         for fc in self.fcs:
             x = fc(x)
         return x  # [N, w_dim]
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(self._config)
+        return cfg
 
     def original_entries(self, prefix):
         out = self.embed.original_entries(prefix + "embed.")
@@ -345,12 +382,14 @@ class Discriminator(keras.Model):
         res = int(img_resolution)
         if res < 4 or res & (res - 1):
             raise ValueError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
-        self.init_kwargs = dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                architecture=architecture, channel_base=channel_base, channel_max=channel_max,
-                                num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, cmap_dim=cmap_dim,
-                                block_kwargs=block_kwargs, mapping_kwargs=mapping_kwargs,
-                                epilogue_kwargs=epilogue_kwargs)
-        json.dumps(self.init_kwargs)  # must stay JSON-serialisable (snapshots)
+        kw = dict(c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels,
+                  architecture=architecture, channel_base=channel_base, channel_max=channel_max,
+                  num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, cmap_dim=cmap_dim,
+                  block_kwargs=block_kwargs, mapping_kwargs=mapping_kwargs, epilogue_kwargs=epilogue_kwargs)
+        try:  # plain JSON types (numpy scalars -> Python), so snapshots can store them
+            self.init_kwargs = json.loads(json.dumps(kw, default=_json_scalar))
+        except TypeError as e:
+            raise TypeError(f"Discriminator: constructor kwargs must be JSON-serialisable: {e}") from None
         self.c_dim, self.img_resolution, self.img_channels = int(c_dim), res, int(img_channels)
         self.architecture = architecture
         log2 = int(np.log2(res))
