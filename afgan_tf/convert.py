@@ -113,7 +113,7 @@ def _with_context(fn, context):
     """Runs fn(); re-raises errors of the same type with ``context`` prepended."""
     try:
         return fn()
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, NotImplementedError) as e:
         msg = e.args[0] if e.args else str(e)
         try:
             err = type(e)(f"{context}: {msg}")

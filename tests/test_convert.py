@@ -78,12 +78,20 @@ def test_load_network_dispatches_pkl_and_which(fake_pkl):
     assert nets["G"] is None and nets["G_ema"] is None and isinstance(nets["D"], Discriminator)
 
 
-def test_generator_kinds(parity):
+def test_generator_kinds(parity, tmp_path):
     sg2 = load("g_sg2_64.npz")
     sd2 = _params(sg2)
     assert any(k.startswith("synthesis.b4.") for k in sd2)
     with pytest.raises(NotImplementedError, match="StyleGAN2 generator"):
         convert.generator_from_state_dict(sd2, meta(sg2, "meta/init_kwargs"))
+    pytest.importorskip("torch")
+    from test_pickle_reader import make_fake_network_pkl
+    p = make_fake_network_pkl(tmp_path / "sg2.pkl", {"G_ema": ("Generator", meta(sg2, "meta/init_kwargs"), sd2),
+                                                     "D": ("Discriminator", parity["dkw"], parity["dsd"])},
+                              tmp_path / "EXECUTED")
+    with pytest.raises(NotImplementedError, match=r"sg2\.pkl: G_ema: StyleGAN2 generator"):
+        convert.load_network(str(p))
+    assert isinstance(convert.load_network(str(p), which=("D",))["D"], Discriminator)
     with pytest.raises(ValueError, match="neither synthesis.input"):
         convert.generator_from_state_dict({"mapping.fc0.weight": np.zeros((2, 2))}, parity["gkw"])
     G = convert.generator_from_state_dict(parity["gsd"], parity["gkw"])
