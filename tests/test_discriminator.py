@@ -258,3 +258,19 @@ def test_preset_kwargs_and_configs():
     assert type(ep).from_config(ep.get_config()).get_config() == ep.get_config()
     Dn = Discriminator(**dict(kw, channel_base=np.int64(512)))  # numpy scalars are normalised
     assert type(Dn.init_kwargs["channel_base"]) is int
+
+
+def test_fp16_blocks_when_gpu(d64, monkeypatch):
+    """The fp16 path (used only with a GPU) is exercised on CPU by pretending a GPU is present."""
+    from afgan_tf.networks import layers
+    d, kw, sd, D = d64
+    img = tf.constant(nchw_to_nhwc(d["in/img"]))
+    ref = D(img).numpy()
+    assert [b.use_fp16 for b in D.blocks] == [True, True, True, True]  # 64..8 with num_fp16_res=4
+    monkeypatch.setattr(layers, "gpu_available", lambda: True)
+    assert D.blocks[0].compute_dtype_for() == tf.float16
+    logits, blocks = D(img, return_blocks=True)
+    assert logits.dtype == tf.float32 and blocks["b64"].dtype == tf.float16
+    err = np.abs(logits.numpy() - ref).max()
+    assert 0 < err < 2e-2 * np.abs(ref).max(), err  # float16 rounding, not a different network
+    np.testing.assert_array_equal(D(img, force_fp32=True).numpy(), ref)

@@ -13,7 +13,8 @@ Layers (one per concept):
 Variables hold the *raw* stored parameters (same parametrisation as the original, so Adam behaves the same) in
 TF layout: conv ``[kh, kw, in, out]``, fc ``[in, out]``. ``original_state_dict`` / ``load_original_state_dict``
 convert to / from the original's names and layouts (conv ``[out, in, kh, kw]``, fc ``[out, in]``).
-Mixed precision: this port always computes in float32 (the original also uses fp32 off-GPU).
+Mixed precision as the original: blocks at resolution >= max(2^(log2 R + 1 - num_fp16_res), 8) compute in
+float16 when a GPU is present (``force_fp32=True`` disables it); the epilogue and all CPU runs are float32.
 """
 import json
 
@@ -24,6 +25,7 @@ import keras
 from afgan_tf.ops.bias_act import ACTIVATIONS, bias_act
 from afgan_tf.ops.conv2d_resample import conv2d_resample
 from afgan_tf.ops.upfirdn2d import setup_filter, downsample2d
+from afgan_tf.networks import layers as _layers
 from afgan_tf.networks.layers import (FC, CONV, BUFFER, FILTER, FullyConnectedLayer, OriginalEntry,
                                       _check_kwargs, _normalize_2nd_moment)
 from afgan_tf.networks.generator import StateDictError, load_original_state_dict
@@ -82,6 +84,7 @@ class Conv2dLayer(keras.layers.Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, bias=True, activation="linear", up=1, down=1,
                  resample_filter=(1, 3, 3, 1), conv_clamp=None, trainable=True, **kwargs):
+        kwargs.setdefault("autocast", False)  # compute in the dtype of x (float16 blocks on GPU)
         super().__init__(trainable=trainable, **kwargs)
         self.in_channels, self.out_channels, self.kernel_size = int(in_channels), int(out_channels), int(kernel_size)
         self.activation = activation
@@ -134,6 +137,7 @@ class MinibatchStdLayer(keras.layers.Layer):
     """
 
     def __init__(self, group_size, num_channels=1, **kwargs):
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.group_size = None if group_size is None else int(group_size)
         self.num_channels = int(num_channels)
@@ -170,7 +174,7 @@ class DiscriminatorBlock(keras.layers.Layer):
         in_channels (0 for the first block), tmp_channels, out_channels, resolution, img_channels,
         first_layer_idx (global index of this block's first layer, for freeze_layers),
         architecture ('orig' | 'skip' | 'resnet'), activation, resample_filter, conv_clamp,
-        use_fp16 / fp16_channels_last (accepted for compatibility; computation stays float32),
+        use_fp16 (float16 compute when a GPU is present), fp16_channels_last (accepted; no effect in NHWC),
         freeze_layers (layers with global index < freeze_layers are non-trainable).
     Layer order (numbering for freeze): fromrgb, conv0, conv1, skip.
     """
@@ -178,6 +182,7 @@ class DiscriminatorBlock(keras.layers.Layer):
     def __init__(self, in_channels, tmp_channels, out_channels, resolution, img_channels, first_layer_idx,
                  architecture="resnet", activation="lrelu", resample_filter=(1, 3, 3, 1), conv_clamp=None,
                  use_fp16=False, fp16_channels_last=False, freeze_layers=0, **kwargs):
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if architecture not in ("orig", "skip", "resnet"):
             raise ValueError(f"architecture must be 'orig', 'skip' or 'resnet', got {architecture!r}")
@@ -215,7 +220,16 @@ class DiscriminatorBlock(keras.layers.Layer):
                                     trainable=trainable_next(), resample_filter=resample_filter, name="skip")
         self.built = True
 
-    def call(self, x, img):
+    def compute_dtype_for(self, force_fp32=False):
+        """float16 for the top ``num_fp16_res`` resolutions when a GPU is present (as the original), else float32."""
+        return tf.float16 if (self.use_fp16 and not force_fp32 and _layers.gpu_available()) else tf.float32
+
+    def call(self, x, img, force_fp32=False):
+        dtype = self.compute_dtype_for(force_fp32)
+        if x is not None:
+            x = tf.cast(x, dtype)
+        if img is not None:
+            img = tf.cast(img, dtype)
         if self.fromrgb is not None:
             y = self.fromrgb(img)  # [N, res, res, tmp]
             x = x + y if x is not None else y
@@ -271,7 +285,9 @@ class DiscriminatorEpilogue(keras.layers.Layer):
         self.out = FullyConnectedLayer(self.in_channels, 1 if self.cmap_dim == 0 else self.cmap_dim, name="out")
         self.built = True
 
-    def call(self, x, img, cmap=None):  # x [N, 4, 4, C]
+    def call(self, x, img, cmap=None):  # x [N, 4, 4, C]; always float32
+        x = tf.cast(x, tf.float32)
+        img = tf.cast(img, tf.float32) if img is not None else None
         if self.fromrgb is not None:
             x = x + self.fromrgb(img)
         if self.mbstd is not None:
@@ -360,12 +376,14 @@ class Discriminator(keras.Model):
         c_dim: label size (0 = unconditional). img_resolution: power of two >= 4. img_channels.
         architecture: 'resnet' (default, used by train.py), 'skip' or 'orig'.
         channel_base, channel_max: ``ch(r) = min(channel_base // r, channel_max)``.
-        num_fp16_res: accepted (fp16 is not used by this port; float32 everywhere).
+        num_fp16_res: number of top resolutions computed in float16 when a GPU is present.
         conv_clamp: clamp of conv outputs (None = off). cmap_dim: label embedding size (default ch(4)).
         block_kwargs: activation, resample_filter, fp16_channels_last, freeze_layers.
         mapping_kwargs: see :class:`DiscriminatorMapping`. epilogue_kwargs: mbstd_group_size, mbstd_num_channels,
         activation.
-    Call: ``D(img [N, R, R, img_channels], c=None [N, c_dim]) -> logits [N, 1]`` (float32).
+    Call: ``D(img [N, R, R, img_channels], c=None [N, c_dim], force_fp32=False) -> logits [N, 1]`` (float32).
+    With a GPU, blocks at the top ``num_fp16_res`` resolutions compute in float16 (unless ``force_fp32``);
+    the epilogue and everything on CPU run in float32.
     """
 
     def __init__(self, c_dim, img_resolution, img_channels, architecture="resnet", channel_base=32768,
@@ -417,7 +435,7 @@ class Discriminator(keras.Model):
                                         **epilogue_kwargs, **common)
         self.built = True
 
-    def call(self, img, c=None, return_blocks=False):
+    def call(self, img, c=None, return_blocks=False, force_fp32=False):
         img = tf.convert_to_tensor(img)
         if img.dtype != tf.float32:
             img = tf.cast(img, tf.float32)
@@ -429,7 +447,7 @@ class Discriminator(keras.Model):
         x = None
         blocks = {}
         for block in self.blocks:
-            x, img = block(x, img)  # [N, r/2, r/2, ch]
+            x, img = block(x, img, force_fp32=force_fp32)  # [N, r/2, r/2, ch]
             blocks[block.name] = x
         cmap = None
         if self.c_dim > 0:
