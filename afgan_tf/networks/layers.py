@@ -291,8 +291,11 @@ class SynthesisInput(keras.layers.Layer):
                                       name="phases")
         self.built = True
 
-    def call(self, w):
-        """w ``[N, w_dim]`` -> features ``[N, H, W, C0]`` (float32)."""
+    def call(self, w, transform=None):
+        """w ``[N, w_dim]`` -> features ``[N, H, W, C0]`` (float32).
+
+        ``transform``: optional user transform overriding the ``transform`` variable for this call, ``[3, 3]``
+        or per sample ``[N, 3, 3]`` (used by the SavedModel export for per-image translation/rotation)."""
         w = tf.cast(tf.convert_to_tensor(w), tf.float32)
         t = self.affine(w)  # [N, 4] = (r_c, r_s, t_x, t_y)
         t = t / tf.norm(t[:, :2], axis=1, keepdims=True)
@@ -302,8 +305,12 @@ class SynthesisInput(keras.layers.Layer):
                         tf.stack([zero, zero, one], -1)], 1)  # [N, 3, 3]
         m_t = tf.stack([tf.stack([one, zero, -tx], -1), tf.stack([zero, one, -ty], -1),
                         tf.stack([zero, zero, one], -1)], 1)  # [N, 3, 3]
-        transform = tf.convert_to_tensor(self.transform)  # [3, 3]
-        trf = tf.matmul(tf.matmul(m_r, m_t), tf.broadcast_to(transform[None], tf.shape(m_r)))  # [N, 3, 3]
+        if transform is None:
+            transform = tf.convert_to_tensor(self.transform)  # [3, 3]
+        transform = tf.cast(tf.convert_to_tensor(transform), tf.float32)
+        if transform.shape.rank == 2:
+            transform = transform[None]  # [1, 3, 3]
+        trf = tf.matmul(tf.matmul(m_r, m_t), tf.broadcast_to(transform, tf.shape(m_r)))  # [N, 3, 3]
         freqs = tf.convert_to_tensor(self.freqs)[None]  # [1, C, 2]
         phases = tf.convert_to_tensor(self.phases)[None] + tf.squeeze(
             tf.matmul(tf.broadcast_to(freqs, [tf.shape(w)[0], self.channels, 2]), trf[:, :2, 2:]), 2)  # [N, C]
@@ -533,16 +540,17 @@ class SynthesisNetwork(keras.layers.Layer):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
         return ws
 
-    def call(self, ws, update_emas=False, force_fp32=False, **unused):
+    def call(self, ws, update_emas=False, force_fp32=False, transform=None, **unused):
         """ws ``[N, num_ws, w_dim]`` -> image ``[N, R, R, img_channels]`` float32.
+        ``transform`` (optional ``[3, 3]`` / ``[N, 3, 3]``) overrides ``input.transform`` for this call.
         Extra kwargs of the original (``noise_mode``) are accepted and ignored."""
         _check_kwargs(unused, ("noise_mode",), "SynthesisNetwork.call")
-        return self.run(ws, update_emas=update_emas, force_fp32=force_fp32)[-1]
+        return self.run(ws, update_emas=update_emas, force_fp32=force_fp32, transform=transform)[-1]
 
-    def run(self, ws, update_emas=False, force_fp32=False):
+    def run(self, ws, update_emas=False, force_fp32=False, transform=None):
         """Like ``call`` but returns ``[input_out, L0_out, ..., L{N}_out, image]`` (NHWC, for tests/debugging)."""
         ws = self._check_ws(ws)
-        outs = [self.input_layer(ws[:, 0])]
+        outs = [self.input_layer(ws[:, 0], transform=transform)]
         x = outs[0]
         for i, layer in enumerate(self.synthesis_layers):
             x = layer(x, ws[:, i + 1], update_emas=update_emas, force_fp32=force_fp32)
