@@ -175,6 +175,10 @@ class Trainer:
                 seed=tf.Variable(o["random_seed"], name="seed", **i64),
                 batch_size=tf.Variable(self.batch_size, name="batch_size", **i64),
             )
+        # The loop's randomness is explicitly seeded (stateless z, seeded generators, seeded data order), so the
+        # global TF seed set for the initialisation above is cleared again: tf.data's seeded shuffles inside
+        # flat_map fail while a global seed is set (make_dataset's per-pass shuffles).
+        tf.random.set_seed(None)
         self._g_vars = self.G.trainable_variables
         self._d_vars = self.D.trainable_variables
         # The loss module's tapes watch the backing tf.Variables (tape.watch refuses Keras 3 Variable wrappers).
