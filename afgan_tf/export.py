@@ -68,14 +68,28 @@ def to_uint8(images):
     return tf.cast(tf.clip_by_value(images * 127.5 + 128.0, 0.0, 255.0), tf.uint8)
 
 
+def _after(checks, *tensors):
+    """Returns ``tensors`` gated on ``checks`` (assert ops), so later ops only run on validated input."""
+    with tf.control_dependencies(checks):
+        out = [tf.identity(t) for t in tensors]
+    return out[0] if len(out) == 1 else out
+
+
+def _check_rank(x, rank, message):
+    # tf.debugging.assert_rank raises at trace time for known ranks; a runtime Assert works for both.
+    return tf.debugging.Assert(tf.equal(tf.rank(x), rank), [tf.constant(message), tf.shape(x)])
+
+
 def _broadcast_arg(v, n, name, default):
     """[0] -> default for all, [1] -> broadcast, [n] -> as is; anything else is an error naming the input."""
     size = tf.shape(v)[0]
-    tf.debugging.assert_equal(tf.logical_or(tf.logical_or(size == 0, size == 1), size == n), True,
-                              message=f"{name} must have 0, 1 or N (batch size) entries")
+    ok = tf.logical_or(tf.logical_or(tf.equal(size, 0), tf.equal(size, 1)), tf.equal(size, n))
+    v = _after([tf.debugging.Assert(ok, [tf.constant(f"{name} must have 0, 1 or N (batch size) entries"),
+                                         tf.shape(v), n])], v)
     full_default = tf.fill(tf.concat([[n], tf.shape(v)[1:]], 0), tf.cast(default, v.dtype))
-    return tf.cond(size == 0, lambda: full_default,
-                   lambda: tf.cond(size == 1, lambda: tf.broadcast_to(v, tf.shape(full_default)), lambda: v))
+    return tf.cond(tf.equal(size, 0), lambda: full_default,
+                   lambda: tf.cond(tf.equal(size, 1), lambda: tf.broadcast_to(v, tf.shape(full_default)),
+                                   lambda: v))
 
 
 class GeneratorServer(tf.Module):
@@ -99,37 +113,43 @@ class GeneratorServer(tf.Module):
         # every variable under a distinct tracked name (TOOLCHAIN.md).
         self.tracked_variables = [getattr(v, "value", v) for v in G.variables]
 
-    # -- input validation (in the graph) ------------------------------------------------------------
+    # -- input validation (in the graph; each check gates the ops after it) --------------------------------
     def _check_batch(self, x, name, width):
-        tf.debugging.assert_rank(x, 2, message=f"{name} must have rank 2 [N, {width}]")
-        tf.debugging.assert_equal(tf.shape(x)[1], width, message=f"{name} must have shape [N, {width}]")
+        """x must be [N, width] with 1 <= N <= max_batch and finite values; returns (validated x, N)."""
+        x = _after([_check_rank(x, 2, f"{name} must have rank 2 [N, {width}]")], x)
+        shape = tf.shape(x)
+        x = _after([tf.debugging.Assert(tf.equal(shape[1], width),
+                                        [tf.constant(f"{name} must have shape [N, {width}]"), shape])], x)
         n = tf.shape(x)[0]
-        tf.debugging.assert_less_equal(n, self.max_batch,
-                                       message=f"batch size exceeds the maximum of {self.max_batch} set at export")
-        tf.debugging.assert_greater(n, 0, message=f"{name} must hold at least one row")
-        return n
+        x = _after([tf.debugging.Assert(n <= self.max_batch, [tf.constant(
+                        f"batch size exceeds the maximum of {self.max_batch} set at export"), n]),
+                    tf.debugging.Assert(n > 0, [tf.constant(f"{name} must hold at least one row")])], x)
+        x = self._check_finite(x, name)
+        return x, tf.shape(x)[0]
 
     def _check_finite(self, x, name):
-        tf.debugging.assert_equal(tf.reduce_all(tf.math.is_finite(x)), True, message=f"{name} must be finite")
+        return _after([tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)),
+                                           [tf.constant(f"{name} must be finite")])], x)
 
     def _labels(self, c, n):
         if self.c_dim == 0:
             return tf.zeros([n, 0], tf.float32)
-        tf.debugging.assert_equal(tf.shape(c)[0], n, message="c must have as many rows as z")
-        self._check_batch(c, "c", self.c_dim)
-        return c
+        c, nc = self._check_batch(c, "c", self.c_dim)
+        return _after([tf.debugging.Assert(tf.equal(nc, n), [tf.constant("c must have as many rows as z")])], c)
 
     # -- building blocks ----------------------------------------------------------------------------
     def _mapping(self, z, c, truncation_psi):
-        n = self._check_batch(z, "z", self.z_dim)
-        self._check_finite(z, "z")
-        tf.debugging.assert_rank(truncation_psi, 1, message="truncation_psi must have rank 1 [P]")
-        self._check_finite(truncation_psi, "truncation_psi")
+        z, n = self._check_batch(z, "z", self.z_dim)
+        psi = _after([_check_rank(truncation_psi, 1, "truncation_psi must have rank 1 [P]")], truncation_psi)
+        psi = self._check_finite(psi, "truncation_psi")
         c = self._labels(c, n)
-        psi = _broadcast_arg(truncation_psi, n, "truncation_psi", 1.0)  # [N]
+        psi = tf.reshape(_broadcast_arg(psi, n, "truncation_psi", 1.0), [-1])  # [N]
+        # tf.reshape, not tf.ensure_shape: grappler would infer z's shape backwards from ensure_shape and fold
+        # the rank check above away.
+        z = tf.reshape(z, [-1, self.z_dim])
         ws = self.G.mapping(z, c, truncation_psi=1)  # [N, num_ws, w_dim]
         w_avg = tf.convert_to_tensor(self.G.mapping.w_avg)  # [w_dim]
-        return w_avg + psi[:, None, None] * (ws - w_avg)
+        return tf.reshape(w_avg + psi[:, None, None] * (ws - w_avg), [-1, self.num_ws, self.w_dim])
 
     def _synthesis(self, ws, transform=None):
         if transform is None:
@@ -140,14 +160,15 @@ class GeneratorServer(tf.Module):
         return {"images": to_uint8(img), "images_float": img}
 
     def _transforms(self, translate, rotate, n):
-        tf.debugging.assert_rank(translate, 2, message="translate must have rank 2 [T, 2]")
-        tf.debugging.assert_equal(tf.shape(translate)[1], 2, message="translate must have shape [T, 2]")
-        tf.debugging.assert_rank(rotate, 1, message="rotate must have rank 1 [R]")
-        self._check_finite(translate, "translate")
-        self._check_finite(rotate, "rotate")
+        translate = _after([_check_rank(translate, 2, "translate must have rank 2 [T, 2]")], translate)
+        translate = _after([tf.debugging.Assert(tf.equal(tf.shape(translate)[1], 2), [
+            tf.constant("translate must have shape [T, 2]"), tf.shape(translate)])], translate)
+        rotate = _after([_check_rank(rotate, 1, "rotate must have rank 1 [R]")], rotate)
+        translate = self._check_finite(translate, "translate")
+        rotate = self._check_finite(rotate, "rotate")
         t = _broadcast_arg(translate, n, "translate", 0.0)
         r = _broadcast_arg(rotate, n, "rotate", 0.0)
-        return user_transform(t, r)
+        return user_transform(tf.reshape(t, [-1, 2]), tf.reshape(r, [-1]))
 
     def seeds_to_z(self, seeds):
         seeds = tf.cast(seeds, tf.int64)
@@ -164,19 +185,19 @@ class GeneratorServer(tf.Module):
         return {"ws": self._mapping(z, c, truncation_psi)}
 
     def synthesis(self, ws):
-        tf.debugging.assert_rank(ws, 3, message=f"ws must have rank 3 [N, {self.num_ws}, {self.w_dim}]")
-        tf.debugging.assert_equal(tf.shape(ws)[1:], tf.constant([self.num_ws, self.w_dim]),
-                                  message=f"ws must have shape [N, {self.num_ws}, {self.w_dim}]")
-        tf.debugging.assert_less_equal(tf.shape(ws)[0], self.max_batch,
-                                       message=f"batch size exceeds the maximum of {self.max_batch} set at export")
-        self._check_finite(ws, "ws")
-        return self._synthesis(ws)
+        ws = _after([_check_rank(ws, 3, f"ws must have rank 3 [N, {self.num_ws}, {self.w_dim}]")], ws)
+        ws = _after([tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(ws)[1:], [self.num_ws, self.w_dim])), [
+            tf.constant(f"ws must have shape [N, {self.num_ws}, {self.w_dim}]"), tf.shape(ws)])], ws)
+        ws = _after([tf.debugging.Assert(tf.shape(ws)[0] <= self.max_batch, [tf.constant(
+            f"batch size exceeds the maximum of {self.max_batch} set at export")])], ws)
+        ws = self._check_finite(ws, "ws")
+        return self._synthesis(tf.reshape(ws, [-1, self.num_ws, self.w_dim]))
 
     def seeds(self, seeds, c, truncation_psi):
-        tf.debugging.assert_rank(seeds, 1, message="seeds must have rank 1 [N]")
-        tf.debugging.assert_less_equal(tf.shape(seeds)[0], self.max_batch,
-                                       message=f"batch size exceeds the maximum of {self.max_batch} set at export")
-        z = self.seeds_to_z(seeds)
+        seeds = _after([_check_rank(seeds, 1, "seeds must have rank 1 [N]")], seeds)
+        seeds = _after([tf.debugging.Assert(tf.shape(seeds)[0] <= self.max_batch, [tf.constant(
+            f"batch size exceeds the maximum of {self.max_batch} set at export")])], seeds)
+        z = self.seeds_to_z(tf.reshape(seeds, [-1]))
         out = self._synthesis(self._mapping(z, c, truncation_psi))
         out["z"] = z
         return out
@@ -184,14 +205,16 @@ class GeneratorServer(tf.Module):
     def signatures(self):
         """Concrete functions keyed by signature name."""
         f32, i64 = tf.float32, tf.int64
-        z = tf.TensorSpec([None, self.z_dim], f32, name="z")
-        psi = tf.TensorSpec([None], f32, name="truncation_psi")
-        translate = tf.TensorSpec([None, 2], f32, name="translate")
-        rotate = tf.TensorSpec([None], f32, name="rotate")
-        ws = tf.TensorSpec([None, self.num_ws, self.w_dim], f32, name="ws")
-        seeds = tf.TensorSpec([None], i64, name="seeds")
+        # Shapes are left open on purpose: rank / width errors then reach the in-graph validation and come
+        # back as clear messages (see the module docstring for the expected shapes).
+        z = tf.TensorSpec(None, f32, name="z")
+        psi = tf.TensorSpec(None, f32, name="truncation_psi")
+        translate = tf.TensorSpec(None, f32, name="translate")
+        rotate = tf.TensorSpec(None, f32, name="rotate")
+        ws = tf.TensorSpec(None, f32, name="ws")
+        seeds = tf.TensorSpec(None, i64, name="seeds")
         if self.c_dim > 0:
-            c = tf.TensorSpec([None, self.c_dim], f32, name="c")
+            c = tf.TensorSpec(None, f32, name="c")
             serve = tf.function(lambda z, c, truncation_psi, translate, rotate:
                                 self.serve(z, c, truncation_psi, translate, rotate)).get_concrete_function(
                 z, c, psi, translate, rotate)

@@ -77,6 +77,7 @@ def load_original_state_dict(entries, sd, strict=True, owner="network"):
     return [e.name for e, _ in plan]
 
 
+@keras.saving.register_keras_serializable(package="afgan_tf")
 class Generator(keras.Model):
     """StyleGAN3 generator.
 
