@@ -539,8 +539,8 @@ void RunEngineCB(OpKernelContext* ctx, const Geometry& g, int down_y, const floa
 
 void RunEngine(OpKernelContext* ctx, const Geometry& g, int down_y, const float* src, const float* bias,
                float* out, uint8_t* code_w, const uint8_t* code_r) {
-  if (g.C >= 64)
-    RunEngineCB<64>(ctx, g, down_y, src, bias, out, code_w, code_r);
+  if (g.C >= 32)
+    RunEngineCB<32>(ctx, g, down_y, src, bias, out, code_w, code_r);
   else if (g.C >= 16)
     RunEngineCB<16>(ctx, g, down_y, src, bias, out, code_w, code_r);
   else if (g.C >= 8)
