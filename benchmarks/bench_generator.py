@@ -3,7 +3,8 @@ forward+backward (batch 1, 4; loss = mean(img^2), gradients wrt all G parameters
 
 Every case runs in its own subprocess (so the peak RSS is per case, like the original's timing file): one warm-up
 call (includes tf.function tracing), then timed calls until ``--reps`` or the per-case time budget is reached;
-prints min / median seconds and the process's peak RSS. Two implementations are timed in the same run:
+prints min / median seconds and the process's peak RSS (and the load average: timings on a shared machine are
+noisy). Two implementations are timed in the same run:
 ``ref`` (``AFGAN_TF_FORCE_REF=1``: pure-TF reference ops, the baseline) and ``auto`` (compiled CPU ops where the
 library is available); the "auto/ref" column is the speed-up over that baseline. Where the original's CPU timings
 (``../shared/parity/official_cpu_timings.json``, same machine kind, 2 threads, kwargs taken from that file) have a
@@ -98,11 +99,11 @@ def run_case(name, reps, budget_s):
         out = step(z)
         tf.nest.map_structure(lambda t: t.numpy(), out)
         times.append(time.perf_counter() - t0)
-    from afgan_tf.ops import _custom_ops
+    from afgan_tf.ops import _common
+    used = _common.resolve_impl("auto", "filtered_lrelu")  # what the network's ops actually ran
     print(json.dumps(dict(case=name, batch=batch, num_params=num_params, warmup_s=warmup, times_s=times,
                           min_s=min(times), median_s=float(np.median(times)), rss_after_setup_mib=rss_setup,
-                          peak_rss_mib=rss_mib(), compiled_ops=bool(_custom_ops.is_available("filtered_lrelu")),
-                          force_ref=os.environ.get("AFGAN_TF_FORCE_REF", "0"), loadavg=os.getloadavg())))
+                          peak_rss_mib=rss_mib(), ops_used=used, loadavg=os.getloadavg())))
 
 
 # ----------------------------------------------------------------------------------------------- parent process
@@ -152,7 +153,9 @@ def main():
             results.append(r)
             if impl == "ref":
                 base = r
-            speedup = f"{base['min_s'] / r['min_s']:9.2f}" if base and impl != "ref" else f"{'':>9}"
+            compiled = r.get("ops_used") == "custom"
+            speedup = f"{base['min_s'] / r['min_s']:9.2f}" if base and compiled else f"{'':>9}"
+            label = impl if impl == "ref" or compiled else "auto*"  # * = compiled library unavailable: ran ref
             o = official.get(case, {})
             if o.get("min_s"):
                 orig = f"{o['min_s']:9.2f} {o['min_s'] / r['min_s']:9.2f} " \
@@ -161,8 +164,10 @@ def main():
                 orig = f"{'failed':>9} {'':>9} {'':>8}"  # the original did not finish this case (e.g. OOM)
             else:
                 orig = f"{'n/a':>9} {'':>9} {'':>8}"
-            print(f"{case:<20} {impl:<5} {r['min_s']:9.3f} {r['median_s']:9.3f} {r['peak_rss_mib']:9.0f} {speedup} "
+            print(f"{case:<20} {label:<5} {r['min_s']:9.3f} {r['median_s']:9.3f} {r['peak_rss_mib']:9.0f} {speedup} "
                   f"{orig}", flush=True)
+    print(f"load average at the end: {os.getloadavg()} (2 cores; the original was timed on an idle machine). "
+          f"auto* = the compiled op library was unavailable, so that row ran the reference ops too.")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as fh:
