@@ -1,0 +1,494 @@
+"""StyleGAN2 generator (the original's ``training.networks_stylegan2.Generator``; ``README_sg2.md``), Keras 3, NHWC.
+
+``Generator = MappingNetwork (8 layers) + SynthesisNetwork`` of ``SynthesisBlock`` s ``b4 ... b<R>``:
+
+* ``b4``: learned constant ``const`` -> ``conv1`` -> ``torgb``; ``b<r>``: ``conv0`` (up 2) -> ``conv1`` -> ``torgb``.
+* ``SynthesisLayer`` (StyleGAN2 modulated conv): style ``s = affine(w)``, modulate + demodulate the 3x3 weight,
+  conv (``conv0``: transposed stride-2 conv without weight flip + ``[1,3,3,1]`` FIR, gain 4), per-pixel noise
+  (``noise_mode`` 'random' | 'const' | 'none', ``noise_const`` buffer x ``noise_strength``), bias + lrelu x sqrt(2)
+  + clamp.
+* ``ToRGBLayer``: 1x1 modulated conv without demodulation (style x 1/sqrt(in)), bias, clamp.
+* architecture 'skip' (default): ``img = upsample2d(img) + torgb(x)`` in every block; 'orig': ToRGB of the last
+  block only; 'resnet': 1x1 up-sampling skip conv, outputs x sqrt(0.5).
+
+Parameter names / layouts of the original: ``original_state_dict()`` / ``load_original_state_dict()``.
+float32 on CPU; per-block float16 only with a GPU (``num_fp16_res``, not with ``force_fp32``).
+There is no ``synthesis.input.transform`` here (tools needing it must check ``hasattr``).
+"""
+import json
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..ops.bias_act import ACTIVATIONS, bias_act
+from ..ops.conv2d_resample import conv2d_resample
+from ..ops.upfirdn2d import setup_filter, upsample2d
+from . import layers as _layers
+from .generator import load_original_state_dict as _load_sd
+from .layers import BUFFER, CONV, FILTER, FullyConnectedLayer, MappingNetwork, OriginalEntry, _check_kwargs
+
+__all__ = ["Generator", "SynthesisNetwork", "SynthesisBlock", "SynthesisLayer", "ToRGBLayer", "NOISE_MODES"]
+
+NOISE_MODES = ("random", "const", "none")
+LAYER_KWARGS = ("kernel_size", "use_noise", "activation")
+BLOCK_KWARGS = ("architecture", "resample_filter", "conv_clamp", "fp16_channels_last", "fused_modconv_default") \
+    + LAYER_KWARGS
+SYNTHESIS_KWARGS = ("channel_base", "channel_max", "num_fp16_res") + BLOCK_KWARGS
+MAPPING_KWARGS = ("num_layers", "embed_features", "layer_features", "activation", "lr_multiplier", "w_avg_beta")
+ARCHITECTURES = ("orig", "skip", "resnet")
+
+
+def _act_gain(activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+    return float(ACTIVATIONS[activation].def_gain)
+
+
+def _check_noise_mode(noise_mode):
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+
+
+class _ConstEntry(OriginalEntry):
+    """``const``: original ``[C, H, W]`` <-> ours ``[H, W, C]``."""
+    __slots__ = ()
+
+    @property
+    def shape(self):
+        h, w, c = (int(d) for d in self.target.shape)
+        return (c, h, w)
+
+    def to_original(self):
+        return np.ascontiguousarray(np.transpose(np.asarray(keras.ops.convert_to_numpy(self.target)), (2, 0, 1)))
+
+    def from_original(self, a):
+        return np.ascontiguousarray(np.transpose(np.asarray(a, dtype=np.float32), (1, 2, 0)))
+
+
+def modulated_conv2d_sg2(x, weight, styles, noise=None, up=1, padding=0, resample_filter=None, demodulate=True,
+                         flip_weight=True):
+    """StyleGAN2 modulated convolution in the "scale activations" form (equal to the original's fused form).
+
+    Steps: (fp16 + demodulate: pre-normalise ``weight`` by 1/sqrt(I k^2)/max|w| per out channel and ``styles`` by
+    max|s| per sample) -> demodulation coefficients ``d[n, o] = rsqrt(sum_{i,u,v} (w[u,v,i,o] s[n,i])^2 + 1e-8)``
+    -> ``x * s`` -> ``conv2d_resample`` (up, padding, filter) -> ``* d`` -> ``+ noise``.
+    x ``[N, H, W, I]`` (float16/32), weight ``[k, k, I, O]`` float32, styles ``[N, I]`` float32,
+    noise broadcastable to the output (e.g. ``[N, H', W', 1]``) or None. Returns ``[N, H', W', O]`` in x's dtype.
+    """
+    dtype = x.dtype
+    weight = tf.cast(weight, tf.float32)
+    styles = tf.cast(styles, tf.float32)                                              # [N, I]
+    if dtype == tf.float16 and demodulate:
+        k2i = float(weight.shape[0] * weight.shape[1] * weight.shape[2])
+        weight = weight * (1 / math.sqrt(k2i) / tf.reduce_max(tf.abs(weight), axis=[0, 1, 2], keepdims=True))
+        styles = styles / tf.reduce_max(tf.abs(styles), axis=1, keepdims=True)
+    d = None
+    if demodulate:
+        wsq = tf.reduce_sum(tf.square(weight), axis=[0, 1])                             # [I, O]
+        d = tf.math.rsqrt(tf.matmul(tf.square(styles), wsq) + 1e-8)                     # [N, O]
+    x = x * tf.cast(styles, dtype)[:, None, None, :]                                    # [N, H, W, I]
+    x = conv2d_resample(x, tf.cast(weight, dtype), f=resample_filter, up=up, padding=padding,
+                        flip_weight=flip_weight)                                        # [N, H', W', O]
+    if d is not None:
+        x = x * tf.cast(d, dtype)[:, None, None, :]
+    if noise is not None:
+        x = x + tf.cast(noise, dtype)
+    return x
+
+
+class SynthesisLayer(keras.layers.Layer):
+    """StyleGAN2 synthesis layer (``conv0`` / ``conv1``).
+
+    Args (the original's): in_channels, out_channels, w_dim, resolution (output size), kernel_size (3), up (1|2),
+      use_noise (True), activation ('lrelu'), resample_filter ([1,3,3,1]), conv_clamp (None or float),
+      channels_last (ignored; memory layout only).
+    Variables: ``affine`` (bias init 1), ``weight [k, k, in, out] ~ N(0, 1)`` (run-time x 1/sqrt(in k^2)), ``bias``,
+    ``noise_const [res, res]`` (non-trainable N(0, 1) draw), ``noise_strength []`` (0).
+    """
+
+    def __init__(self, in_channels, out_channels, w_dim, resolution, kernel_size=3, up=1, use_noise=True,
+                 activation="lrelu", resample_filter=(1, 3, 3, 1), conv_clamp=None, channels_last=False, **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.w_dim, self.resolution, self.kernel_size = int(w_dim), int(resolution), int(kernel_size)
+        self.up = int(up)
+        if self.up not in (1, 2):
+            raise ValueError(f"{self.name}: up must be 1 or 2, got {up}")
+        self.use_noise, self.activation = bool(use_noise), activation
+        self.act_gain = _act_gain(activation)
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
+        self.channels_last = bool(channels_last)
+        self.resample_filter_taps = [float(t) for t in np.ravel(resample_filter)]
+        self.resample_filter = setup_filter(self.resample_filter_taps)                 # [4, 4], sum 1
+        self.padding = self.kernel_size // 2
+        self.weight_gain = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** 2)
+        self.affine = FullyConnectedLayer(self.w_dim, self.in_channels, bias_init=1, name="affine")
+        k = self.kernel_size
+        self.weight = self.add_weight(shape=(k, k, self.in_channels, self.out_channels),
+                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight")
+        self.bias = self.add_weight(shape=(self.out_channels,), initializer="zeros", name="bias")
+        if self.use_noise:
+            self.noise_const = self.add_weight(shape=(self.resolution, self.resolution),
+                                               initializer=keras.initializers.RandomNormal(0.0, 1.0),
+                                               trainable=False, name="noise_const")
+            self.noise_strength = self.add_weight(shape=(), initializer="zeros", name="noise_strength")
+        self.built = True
+
+    def call(self, x, w, noise_mode="random", gain=1.0):
+        """x ``[N, H, W, in]`` (H = resolution / up), w ``[N, w_dim]`` -> ``[N, res, res, out]`` (x's dtype)."""
+        _check_noise_mode(noise_mode)
+        x = tf.convert_to_tensor(x)
+        in_res = self.resolution // self.up
+        expect = (in_res, in_res, self.in_channels)
+        if x.shape.rank != 4 or any(a is not None and a != b for a, b in zip(x.shape[1:], expect)):
+            raise ValueError(f"{self.name}: x must have shape [N, {in_res}, {in_res}, {self.in_channels}], "
+                             f"got {x.shape}")
+        styles = self.affine(tf.cast(w, tf.float32))                                    # [N, in]
+        noise = None
+        if self.use_noise and noise_mode == "random":
+            noise = tf.random.normal(tf.stack([tf.shape(x)[0], self.resolution, self.resolution, 1])) \
+                * self.noise_strength                                                   # [N, res, res, 1]
+        elif self.use_noise and noise_mode == "const":
+            noise = (self.noise_const * self.noise_strength)[None, :, :, None]           # [1, res, res, 1]
+        x = modulated_conv2d_sg2(x, self.weight * self.weight_gain, styles, noise=noise, up=self.up,
+                                 padding=self.padding, resample_filter=self.resample_filter,
+                                 flip_weight=(self.up == 1))                            # [N, res, res, out]
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        return bias_act(x, tf.cast(self.bias, x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+
+    def original_entries(self, prefix):
+        out = [OriginalEntry(prefix + "weight", CONV, self.weight)]
+        if self.use_noise:
+            out += [OriginalEntry(prefix + "noise_strength", BUFFER, self.noise_strength)]
+        out += [OriginalEntry(prefix + "bias", BUFFER, self.bias),
+                OriginalEntry(prefix + "resample_filter", FILTER, self.resample_filter.numpy())]
+        if self.use_noise:
+            out += [OriginalEntry(prefix + "noise_const", BUFFER, self.noise_const)]
+        return out + self.affine.original_entries(prefix + "affine.")
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(in_channels=self.in_channels, out_channels=self.out_channels, w_dim=self.w_dim,
+                   resolution=self.resolution, kernel_size=self.kernel_size, up=self.up, use_noise=self.use_noise,
+                   activation=self.activation, resample_filter=self.resample_filter_taps,
+                   conv_clamp=self.conv_clamp, channels_last=self.channels_last)
+        return cfg
+
+
+class ToRGBLayer(keras.layers.Layer):
+    """StyleGAN2 ToRGB: modulated 1x1 conv without demodulation (style x 1/sqrt(in k^2)), bias, clamp (linear).
+
+    Args (the original's): in_channels, out_channels, w_dim, kernel_size (1), conv_clamp, channels_last (ignored).
+    """
+
+    def __init__(self, in_channels, out_channels, w_dim, kernel_size=1, conv_clamp=None, channels_last=False,
+                 **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.w_dim, self.kernel_size = int(w_dim), int(kernel_size)
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
+        self.channels_last = bool(channels_last)
+        self.weight_gain = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** 2)
+        self.affine = FullyConnectedLayer(self.w_dim, self.in_channels, bias_init=1, name="affine")
+        k = self.kernel_size
+        self.weight = self.add_weight(shape=(k, k, self.in_channels, self.out_channels),
+                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight")
+        self.bias = self.add_weight(shape=(self.out_channels,), initializer="zeros", name="bias")
+        self.built = True
+
+    def call(self, x, w):
+        """x ``[N, H, W, in]``, w ``[N, w_dim]`` -> ``[N, H, W, out]`` (x's dtype)."""
+        styles = self.affine(tf.cast(w, tf.float32)) * self.weight_gain                 # [N, in]
+        x = modulated_conv2d_sg2(x, self.weight, styles, demodulate=False,
+                                 padding=self.kernel_size // 2)                         # [N, H, W, out]
+        return bias_act(x, tf.cast(self.bias, x.dtype), clamp=self.conv_clamp)
+
+    def original_entries(self, prefix):
+        return [OriginalEntry(prefix + "weight", CONV, self.weight), OriginalEntry(prefix + "bias", BUFFER, self.bias)] \
+            + self.affine.original_entries(prefix + "affine.")
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(in_channels=self.in_channels, out_channels=self.out_channels, w_dim=self.w_dim,
+                   kernel_size=self.kernel_size, conv_clamp=self.conv_clamp, channels_last=self.channels_last)
+        return cfg
+
+
+class SynthesisBlock(keras.layers.Layer):
+    """One resolution of the StyleGAN2 synthesis network.
+
+    Args (the original's): in_channels (0 for the first block: learned ``const``), out_channels, w_dim, resolution,
+      img_channels, is_last, architecture ('orig' | 'skip' | 'resnet'), resample_filter ([1,3,3,1]), conv_clamp,
+      use_fp16 (used only with a GPU), fp16_channels_last (ignored), fused_modconv_default (accepted; the fused and
+      non-fused forms are the same function here), layer kwargs (kernel_size, use_noise, activation).
+    Call ``block(x, img, ws)`` with ``ws [N, num_conv + num_torgb, w_dim]`` -> ``(x, img)``; img is float32.
+    """
+
+    def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, is_last, architecture="skip",
+                 resample_filter=(1, 3, 3, 1), conv_clamp=256, use_fp16=False, fp16_channels_last=False,
+                 fused_modconv_default=True, **layer_kwargs):
+        _check_kwargs(layer_kwargs, LAYER_KWARGS, "SynthesisBlock")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+        super().__init__(name=f"b{int(resolution)}", autocast=False)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.w_dim, self.resolution, self.img_channels = int(w_dim), int(resolution), int(img_channels)
+        self.is_last, self.architecture = bool(is_last), architecture
+        self.use_fp16, self.fp16_channels_last = bool(use_fp16), bool(fp16_channels_last)
+        self.fused_modconv_default = fused_modconv_default
+        self.conv_clamp = conv_clamp
+        self.resample_filter_taps = [float(t) for t in np.ravel(resample_filter)]
+        self.resample_filter = setup_filter(self.resample_filter_taps)                 # [4, 4]
+        self.layer_kwargs = dict(layer_kwargs)
+        self.num_conv = 0
+        self.num_torgb = 0
+        lk = dict(w_dim=self.w_dim, resolution=self.resolution, resample_filter=self.resample_filter_taps,
+                  conv_clamp=conv_clamp, **layer_kwargs)
+        if self.in_channels == 0:
+            self.const = self.add_weight(shape=(self.resolution, self.resolution, self.out_channels),
+                                         initializer=keras.initializers.RandomNormal(0.0, 1.0), name="const")
+        else:
+            self.conv0 = SynthesisLayer(self.in_channels, self.out_channels, up=2, name="conv0", **lk)
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(self.out_channels, self.out_channels, name="conv1", **lk)
+        self.num_conv += 1
+        if self.is_last or architecture == "skip":
+            self.torgb = ToRGBLayer(self.out_channels, self.img_channels, w_dim=self.w_dim, conv_clamp=conv_clamp,
+                                    name="torgb")
+            self.num_torgb += 1
+        if self.in_channels != 0 and architecture == "resnet":
+            from .discriminator import Conv2dLayer
+            self.skip = Conv2dLayer(self.in_channels, self.out_channels, kernel_size=1, bias=False, up=2,
+                                    resample_filter=self.resample_filter_taps, name="skip")
+        self.built = True
+
+    def compute_dtype_for(self, force_fp32=False):
+        return tf.float16 if (self.use_fp16 and not force_fp32 and _layers.gpu_available()) else tf.float32
+
+    def call(self, x, img, ws, force_fp32=False, fused_modconv=None, noise_mode="random", update_emas=False):
+        """x ``[N, r/2, r/2, in]`` or None (first block), img ``[N, r/2, r/2, img_channels]`` or None,
+        ws ``[N, num_conv + num_torgb, w_dim]`` -> ``(x [N, r, r, out], img [N, r, r, img_channels] float32 | None)``."""
+        _check_noise_mode(noise_mode)
+        ws = tf.convert_to_tensor(ws)
+        n_w = self.num_conv + self.num_torgb
+        if ws.shape.rank != 3 or ws.shape[1] != n_w:
+            raise ValueError(f"{self.name}: ws must have shape [N, {n_w}, {self.w_dim}], got {ws.shape}")
+        dtype = self.compute_dtype_for(force_fp32)
+        w_iter = iter(tf.unstack(ws, axis=1))
+        if self.in_channels == 0:
+            n = tf.shape(ws)[0]
+            x = tf.tile(tf.cast(self.const, dtype)[None], tf.stack([n, 1, 1, 1]))       # [N, 4, 4, out]
+            x = tf.ensure_shape(x, [ws.shape[0], self.resolution, self.resolution, self.out_channels])
+        else:
+            if x is None:
+                raise ValueError(f"{self.name}: x is required (in_channels={self.in_channels})")
+            x = tf.cast(x, dtype)
+        if self.in_channels == 0:
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode)                      # [N, r, r, out]
+        elif self.architecture == "resnet":
+            y = self.skip(x, gain=math.sqrt(0.5))
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, gain=math.sqrt(0.5))
+            x = y + x
+        else:
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode)                      # [N, r, r, out]
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode)                      # [N, r, r, out]
+        if img is not None:
+            img = upsample2d(tf.cast(img, tf.float32), self.resample_filter)            # [N, r, r, img_channels]
+        if self.is_last or self.architecture == "skip":
+            y = tf.cast(self.torgb(x, next(w_iter)), tf.float32)                        # [N, r, r, img_channels]
+            img = y if img is None else img + y
+        return x, img
+
+    def original_entries(self, prefix):
+        out = []
+        if self.in_channels == 0:
+            out.append(_ConstEntry(prefix + "const", BUFFER, self.const))
+        out.append(OriginalEntry(prefix + "resample_filter", FILTER, self.resample_filter.numpy()))
+        if self.in_channels != 0:
+            out += self.conv0.original_entries(prefix + "conv0.")
+        out += self.conv1.original_entries(prefix + "conv1.")
+        if self.num_torgb:
+            out += self.torgb.original_entries(prefix + "torgb.")
+        if hasattr(self, "skip"):
+            out += self.skip.original_entries(prefix + "skip.")
+        return out
+
+    def get_config(self):
+        cfg = dict(in_channels=self.in_channels, out_channels=self.out_channels, w_dim=self.w_dim,
+                   resolution=self.resolution, img_channels=self.img_channels, is_last=self.is_last,
+                   architecture=self.architecture, resample_filter=self.resample_filter_taps,
+                   conv_clamp=self.conv_clamp, use_fp16=self.use_fp16, fp16_channels_last=self.fp16_channels_last,
+                   fused_modconv_default=self.fused_modconv_default)
+        cfg.update(self.layer_kwargs)
+        return cfg
+
+
+class SynthesisNetwork(keras.layers.Layer):
+    """StyleGAN2 synthesis network: blocks ``b4 ... b<img_resolution>``.
+
+    Args (the original's): w_dim, img_resolution (power of 2 >= 4), img_channels, channel_base (32768),
+      channel_max (512), num_fp16_res (4: the highest resolutions >= max(2^(log2 R + 1 - num_fp16_res), 8) use fp16
+      on a GPU), block kwargs (architecture, resample_filter, conv_clamp, fp16_channels_last, fused_modconv_default,
+      kernel_size, use_noise, activation).
+    ``num_ws`` = sum of the blocks' convs + 1 (last ToRGB); the ToRGB of block r shares its w with conv0 of 2r.
+    """
+
+    def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, num_fp16_res=4,
+                 name="synthesis", **block_kwargs):
+        _check_kwargs(block_kwargs, BLOCK_KWARGS, "stylegan2.SynthesisNetwork")
+        super().__init__(name=name, autocast=False)
+        r = int(img_resolution)
+        if r < 4 or r & (r - 1):
+            raise ValueError(f"img_resolution must be a power of 2 >= 4, got {img_resolution}")
+        self.w_dim, self.img_resolution, self.img_channels = int(w_dim), r, int(img_channels)
+        self.channel_base, self.channel_max, self.num_fp16_res = int(channel_base), int(channel_max), int(num_fp16_res)
+        self.block_kwargs = dict(block_kwargs)
+        log2 = int(np.log2(r))
+        self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
+        channels = {res: min(self.channel_base // res, self.channel_max) for res in self.block_resolutions}
+        fp16_resolution = max(2 ** (log2 + 1 - self.num_fp16_res), 8)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            in_ch = channels[res // 2] if res > 4 else 0
+            block = SynthesisBlock(in_ch, channels[res], w_dim=self.w_dim, resolution=res,
+                                   img_channels=self.img_channels, is_last=(res == r),
+                                   use_fp16=(res >= fp16_resolution), **block_kwargs)
+            self.num_ws += block.num_conv
+            if res == r:
+                self.num_ws += block.num_torgb
+            setattr(self, f"b{res}", block)   # plain attributes (checkpoint-visible), named like the original
+        self.built = True
+
+    @property
+    def blocks(self):
+        return [getattr(self, f"b{res}") for res in self.block_resolutions]
+
+    def block_ws(self, ws):
+        """Splits ws ``[N, num_ws, w_dim]`` into the per-block slices (w_idx advances by num_conv)."""
+        out, w_idx = [], 0
+        for block in self.blocks:
+            out.append(ws[:, w_idx:w_idx + block.num_conv + block.num_torgb])
+            w_idx += block.num_conv
+        return out
+
+    def _check_ws(self, ws):
+        ws = tf.cast(tf.convert_to_tensor(ws), tf.float32)
+        if ws.shape.rank != 3 or (ws.shape[1] is not None and ws.shape[1] != self.num_ws) or \
+                (ws.shape[2] is not None and ws.shape[2] != self.w_dim):
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
+        return ws
+
+    def call(self, ws, noise_mode="random", force_fp32=False, fused_modconv=None, update_emas=False):
+        """ws ``[N, num_ws, w_dim]`` -> image ``[N, R, R, img_channels]`` float32."""
+        return self.run(ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv)[-1][1]
+
+    def run(self, ws, noise_mode="random", force_fp32=False, fused_modconv=None):
+        """Like ``call`` but returns ``[(x, img) per block]`` (NHWC; for tests / debugging)."""
+        _check_noise_mode(noise_mode)
+        ws = self._check_ws(ws)
+        x = img = None
+        outs = []
+        for block, bws in zip(self.blocks, self.block_ws(ws)):
+            x, img = block(x, img, bws, force_fp32=force_fp32, fused_modconv=fused_modconv, noise_mode=noise_mode)
+            outs.append((x, img))
+        return outs
+
+    def original_entries(self, prefix):
+        out = []
+        for res, block in zip(self.block_resolutions, self.blocks):
+            out += block.original_entries(prefix + f"b{res}.")
+        return out
+
+    def get_config(self):
+        cfg = dict(name=self.name, w_dim=self.w_dim, img_resolution=self.img_resolution,
+                   img_channels=self.img_channels, channel_base=self.channel_base, channel_max=self.channel_max,
+                   num_fp16_res=self.num_fp16_res)
+        cfg.update(self.block_kwargs)
+        return cfg
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (tuple, np.ndarray)):
+        return list(np.asarray(o).tolist())
+    raise TypeError(f"value {o!r} of type {type(o).__name__} is not JSON-serialisable")
+
+
+@keras.saving.register_keras_serializable(package="afgan_tf", name="StyleGAN2Generator")
+class Generator(keras.Model):
+    """StyleGAN2 generator (snapshot class "stylegan2.Generator").
+
+    Args (exactly the original's): z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs (num_layers
+      (8), lr_multiplier, w_avg_beta; embed_features / layer_features must equal w_dim, activation 'lrelu'),
+      synthesis kwargs: channel_base, channel_max, num_fp16_res, architecture, resample_filter, conv_clamp,
+      fp16_channels_last, fused_modconv_default, kernel_size, use_noise, activation.
+    Call: ``G(z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, noise_mode='random',
+    force_fp32=False)`` -> float32 ``[N, R, R, img_channels]``.
+    """
+    snapshot_class = "stylegan2.Generator"
+
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None, **synthesis_kwargs):
+        _check_kwargs(synthesis_kwargs, SYNTHESIS_KWARGS, "stylegan2.Generator")
+        mapping_kwargs = dict(mapping_kwargs or {})
+        _check_kwargs(mapping_kwargs, MAPPING_KWARGS, "stylegan2.Generator mapping_kwargs")
+        for k in ("embed_features", "layer_features"):
+            if mapping_kwargs.get(k) not in (None, w_dim):
+                raise NotImplementedError(f"stylegan2.Generator mapping_kwargs {k}={mapping_kwargs[k]} != w_dim "
+                                          f"({w_dim}) is not supported")
+        if mapping_kwargs.get("activation", "lrelu") != "lrelu":
+            raise NotImplementedError(f"stylegan2.Generator mapping_kwargs activation="
+                                      f"{mapping_kwargs['activation']!r} is not supported (only 'lrelu')")
+        super().__init__(name="generator")
+        self.z_dim, self.c_dim, self.w_dim = int(z_dim), int(c_dim), int(w_dim)
+        self.img_resolution, self.img_channels = int(img_resolution), int(img_channels)
+        kw = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
+                  mapping_kwargs=mapping_kwargs, **synthesis_kwargs)
+        self._init_kwargs_json = json.dumps(kw, default=_json_default)
+        self.synthesis = SynthesisNetwork(w_dim=self.w_dim, img_resolution=self.img_resolution,
+                                          img_channels=self.img_channels, **synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        mk = {k: v for k, v in mapping_kwargs.items() if k in ("num_layers", "lr_multiplier", "w_avg_beta")}
+        mk.setdefault("num_layers", 8)
+        self.mapping = MappingNetwork(z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws,
+                                      name="mapping", **mk)
+        self.built = True
+
+    @property
+    def init_kwargs(self):
+        """The constructor kwargs (a fresh dict; ``Generator(**G.init_kwargs)`` rebuilds the architecture)."""
+        return json.loads(self._init_kwargs_json)
+
+    def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+
+    def original_entries(self):
+        """OriginalEntry list in the original state_dict order (synthesis, then mapping)."""
+        return self.synthesis.original_entries("synthesis.") + self.mapping.original_entries("mapping.")
+
+    def original_variables(self):
+        """{original name: Keras variable} (filters excluded)."""
+        return {e.name: e.target for e in self.original_entries() if e.kind != FILTER}
+
+    def original_state_dict(self):
+        """{original name: numpy array in the original layout}, incl. the resample filters."""
+        return {e.name: e.to_original() for e in self.original_entries()}
+
+    def load_original_state_dict(self, sd, strict=True):
+        """Loads an original state_dict; ``StateDictError`` names unknown / missing / mis-shaped entries and
+        resample filters that differ from ``[1,3,3,1]`` (or the configured taps)."""
+        return _load_sd(self.original_entries(), sd, strict=strict, owner="stylegan2.Generator")
+
+    def get_config(self):
+        return self.init_kwargs
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
