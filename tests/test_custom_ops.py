@@ -396,3 +396,52 @@ def test_stale_library_detected(tmp_path):
     if "AVAILABLE True" in r.stdout:
         pytest.skip("library built without a source hash (manual build)")
     assert "AVAILABLE False WARNINGS 1" in r.stdout and "stale" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------------------------------------ GPU (CUDA kernels)
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("case", [0, 1, 3, 5])
+def test_gpu_filtered_lrelu_matches_cpu(case, dtype):
+    """CUDA kernels (generic path) vs the CPU kernels, forward and backward; float16 within half precision."""
+    _need_lib()
+    n, h, w, c, fus, fds, up, down, pad, gain, slope, clamp, flip, has_b = FLRELU_CASES[case]
+    rng = np.random.default_rng(50 + case)
+    x = rng.standard_normal([n, h, w, c]).astype(np.float32)
+    b = rng.standard_normal([c]).astype(np.float32) if has_b else None
+    fu = None if fus is None else _kaiser_like(fus[0], rng) if len(fus) == 1 else np.full(fus, 1 / np.prod(fus), np.float32)
+    fd = None if fds is None else _kaiser_like(fds[0], rng) if len(fds) == 1 else np.full(fds, 1 / np.prod(fds), np.float32)
+    res = {}
+    for dev, dt in (("/CPU:0", "float32"), ("/GPU:0", dtype)):
+        with tf.device(dev):
+            xt = tf.constant(x.astype(dt))
+            bt = None if b is None else tf.constant(b.astype(dt))
+            fn = lambda x_, b_=None: filtered_lrelu(x_, fu, fd, b_, up=up, down=down, padding=pad, gain=gain,
+                                                    slope=slope, clamp=clamp, flip_filter=flip, impl="custom")
+            y0 = fn(xt, bt)
+            gy = tf.cast(tf.constant(np.random.default_rng(9).standard_normal(y0.shape).astype(np.float32)), dt)
+            y, grads = _grad(fn, [xt] + ([bt] if bt is not None else []), gy)
+            res[dev] = [tf.cast(v, tf.float32).numpy() for v in [y] + list(grads)]
+    rel = 2e-6 if dtype == "float32" else 3e-3
+    for name, g, cpu in zip(("y", "dx", "db"), res["/GPU:0"], res["/CPU:0"]):
+        parity.assert_close(g, cpu, atol=_tol(cpu, rel * 4), name=f"gpu/{dtype}/filtered_lrelu/{case}/{name}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_gpu_upfirdn2d_and_bias_act_match_cpu(dtype):
+    _need_lib()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal([2, 9, 11, 6]).astype(np.float32)
+    f = _kaiser_like(12, rng)
+    b = rng.standard_normal([6]).astype(np.float32)
+    res = {}
+    for dev, dt in (("/CPU:0", "float32"), ("/GPU:0", dtype)):
+        with tf.device(dev):
+            xt = tf.constant(x.astype(dt))
+            y1 = upfirdn2d(xt, f, up=2, down=1, padding=[6, 5, 6, 5], gain=4, impl="custom")
+            y2 = bias_act(xt, tf.constant(b.astype(dt)), axis=-1, act="lrelu", clamp=0.8, impl="custom")
+            res[dev] = [tf.cast(v, tf.float32).numpy() for v in (y1, y2)]
+    rel = 2e-6 if dtype == "float32" else 3e-3
+    for g, cpu in zip(res["/GPU:0"], res["/CPU:0"]):
+        parity.assert_close(g, cpu, atol=_tol(cpu, rel * 4), name=f"gpu/{dtype}/upfirdn2d_bias_act")
