@@ -103,7 +103,7 @@ class Conv2dLayer(keras.layers.Layer):
         self.built = True
 
     def call(self, x, gain=1.0):  # [N, H, W, in]
-        w = tf.cast(self.weight, x.dtype) * self.weight_gain  # [k, k, in, out]
+        w = tf.cast(self.weight * self.weight_gain, x.dtype)  # [k, k, in, out]; scaled in fp32 like the original
         x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding,
                             flip_weight=(self.up == 1))  # [N, H', W', out]
         act_gain = self.act_gain * gain
