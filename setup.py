@@ -139,7 +139,8 @@ def op_extension():
     srcs = sorted(p for p in glob.glob(os.path.join(OPS_DIR, "*.cc")) if not p.endswith(".cu.cc"))
     return Extension("afgan_tf._afgan_tf_ops", sources=[os.path.relpath(p, HERE) for p in srcs],
                      include_dirs=[os.path.relpath(OPS_DIR, HERE)], language="c++",
-                     depends=[os.path.relpath(p, HERE) for p in glob.glob(os.path.join(OPS_DIR, "*.h"))])
+                     depends=[os.path.relpath(p, HERE) for p in
+                              glob.glob(os.path.join(OPS_DIR, "*.h")) + glob.glob(os.path.join(OPS_DIR, "*.cu.cc"))])
 
 
 setup(
