@@ -342,6 +342,8 @@ class DiscriminatorMapping(keras.layers.Layer):
         feats = [embed_features] + [layer_features] * (self.num_layers - 1) + [self.w_dim]
         self.fcs = [FullyConnectedLayer(feats[i], feats[i + 1], activation=activation, lr_multiplier=lr_multiplier,
                                         name=f"fc{i}") for i in range(self.num_layers)]
+        for i, fc in enumerate(self.fcs):  # plain attributes too: tf.train.Checkpoint skips layers held in lists
+            setattr(self, f"fc{i}", fc)
         self.built = True
 
     def call(self, c):  # [N, c_dim]
@@ -428,6 +430,7 @@ class Discriminator(keras.Model):
                                        use_fp16=(r >= fp16_resolution), name=f"b{r}", **block_kwargs, **common)
             cur_layer_idx += block.num_layers
             self.blocks.append(block)
+            setattr(self, f"b{r}", block)  # plain attribute too: tf.train.Checkpoint skips layers held in lists
         self.num_layers = cur_layer_idx
         self.mapping = (DiscriminatorMapping(self.c_dim, self.cmap_dim, name="mapping", **mapping_kwargs)
                         if self.c_dim > 0 else None)
