@@ -369,8 +369,8 @@ def _pl_grads(decay, m0, monkeypatch):
         with tf.GradientTape() as tape:
             ref, _, _ = _pl_independent(G, z, y, m0, decay, 2.0, 4.0, grad_through_mean=through)
         refs.append(tape.gradient(ref, tf_vars))
-    f = lambda: float(_pl_independent(G, z, y, m0, decay, 2.0, 4.0)[0])  # noqa: E731
-    return grads, refs[0], refs[1], variables, f
+    fn = tf.function(lambda: _pl_independent(G, z, y, m0, decay, 2.0, 4.0)[0])
+    return grads, refs[0], refs[1], variables, lambda: float(fn())
 
 
 @pytest.mark.parametrize("decay,m0", [(0.01, 0.0), (0.5, 0.3)])
