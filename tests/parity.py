@@ -58,7 +58,8 @@ def assert_close(actual, expected, atol, rtol=0.0, name=""):
     report = os.environ.get("AFGAN_TF_PARITY_REPORT")
     if report:
         with open(report, "a") as fh:
-            fh.write(json.dumps(dict(name=name, max_abs=max_abs, max_ref=scale, atol=atol, rtol=rtol)) + "\n")
+            fh.write(json.dumps(dict(name=name, max_abs=max_abs, max_ref=scale, atol=float(atol),
+                                     rtol=float(rtol))) + "\n")
     bad = err > atol + rtol * np.abs(expected)
     if np.any(bad):
         idx = np.unravel_index(np.argmax(err - (atol + rtol * np.abs(expected))), err.shape)

@@ -96,12 +96,13 @@ def resolve_impl(impl, op_name):
         return "ref"
     from . import _custom_ops
     if impl == "custom":
+        if _custom_ops.in_xla_context():
+            raise RuntimeError(f"impl='custom' cannot run inside jit_compile=True (XLA); use impl='auto' or 'ref'")
         if not _custom_ops.is_available(op_name):
             raise RuntimeError(f"impl='custom' requested for {op_name} but the compiled op library is not "
                                f"available: {_custom_ops.load_error()}")
-        if _custom_ops.in_xla_context():
-            raise RuntimeError(f"impl='custom' cannot run inside jit_compile=True (XLA); use impl='auto' or 'ref'")
         return "custom"
-    if _custom_ops.is_available(op_name) and not _custom_ops.in_xla_context():
+    # XLA first: probing (loading) the library inside a jit_compile trace would trace the probe op into XLA.
+    if not _custom_ops.in_xla_context() and _custom_ops.is_available(op_name):
         return "custom"
     return "ref"
