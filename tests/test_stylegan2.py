@@ -416,3 +416,24 @@ def test_eq_metrics_refuse_stylegan2():
     G = _tiny()
     with pytest.raises(ValueError, match="synthesis.input.transform"):
         eq_psnr(G, np.zeros([2, 8], np.float32), "int")
+
+
+def test_graph_and_xla_match_eager():
+    G = _tiny()
+    z = np.random.RandomState(6).randn(2, 8).astype(np.float32)
+    ref = G(z, truncation_psi=0.5, noise_mode="const").numpy()
+    for jit in (False, True):
+        f = tf.function(lambda zz: G(zz, truncation_psi=0.5, noise_mode="const"), jit_compile=jit)
+        np.testing.assert_allclose(f(tf.constant(z)).numpy(), ref, atol=1e-5, err_msg=f"jit_compile={jit}")
+
+
+def test_conditional_generator():
+    G = _tiny(c_dim=3)
+    assert "mapping.embed.weight" in G.original_state_dict()
+    z = np.random.RandomState(8).randn(2, 8).astype(np.float32)
+    c = np.eye(3, dtype=np.float32)[[0, 2]]
+    a = G(z, c, noise_mode="const").numpy()
+    b = G(z, c[::-1], noise_mode="const").numpy()
+    assert a.shape == (2, 8, 8, 3) and np.abs(a - b).max() > 1e-4
+    with pytest.raises(ValueError, match="c is required"):
+        G(z, noise_mode="const")
