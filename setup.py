@@ -73,7 +73,17 @@ class BuildOps(build_ext):
             _warn(f"building the compiled op library failed ({type(e).__name__}: {e}); installing the pure-Python "
                   "package, the ops will use their pure-TF reference path")
 
+    def _up_to_date(self, ext):
+        target = self.get_ext_fullpath(ext.name)
+        if self.force or not os.path.exists(target):
+            return False
+        t = os.path.getmtime(target)
+        return all(os.path.getmtime(os.path.join(HERE, p)) <= t for p in list(ext.sources) + list(ext.depends))
+
     def build_extension(self, ext):
+        if self._up_to_date(ext):
+            print(f"afgan-tf: op library {self.get_ext_fullpath(ext.name)} is up to date")
+            return
         try:
             import tensorflow as tf
         except Exception as e:
