@@ -3,8 +3,7 @@
 Stable interface (called by tools and outside checks):
 
 * ``generator_from_state_dict(state_dict, init_kwargs)`` — StyleGAN3 ``Generator`` (tells StyleGAN3 and StyleGAN2
-  generators apart by their keys: ``synthesis.input.*`` vs ``synthesis.b4.*``; StyleGAN2 generators raise
-  ``NotImplementedError`` for now).
+  generators apart by their keys: ``synthesis.input.*`` (StyleGAN3) vs ``synthesis.b4.*`` (StyleGAN2)).
 * ``discriminator_from_state_dict(state_dict, init_kwargs)`` — ``Discriminator``.
 * ``load_network_pkl(path)`` — an original ``network-snapshot-*.pkl`` read with the safe reader
   (:mod:`afgan_tf.pickle_reader`, no code from the file is executed) → ``{"G", "D", "G_ema", "augment_pipe",
@@ -63,13 +62,13 @@ def _to_arrays(state_dict):
 def generator_from_state_dict(state_dict, init_kwargs):
     """Builds our generator with the original's ``init_kwargs`` and loads ``state_dict`` (strict).
 
-    Raises ``NotImplementedError`` for a StyleGAN2 generator (``synthesis.b4.*`` keys), ``StateDictError``
-    naming the entry for unknown / missing / mis-shaped entries."""
+    StyleGAN3 (``synthesis.input.*`` keys) and StyleGAN2 (``synthesis.b4.*`` keys) generators; raises
+    ``StateDictError`` naming the entry for unknown / missing / mis-shaped entries."""
     kind = _generator_kind(state_dict)
     if kind == "stylegan2.Generator":
-        raise NotImplementedError("StyleGAN2 generator (state_dict with synthesis.b4.* entries) is not implemented "
-                                  "yet in afgan-tf; only StyleGAN3 generators (synthesis.input.*) can be converted")
-    from .networks.generator import Generator
+        from .networks.stylegan2 import Generator
+    else:
+        from .networks.generator import Generator
     G = Generator(**dict(init_kwargs))
     G.load_original_state_dict(_to_arrays(state_dict), strict=True)
     return G

@@ -219,8 +219,9 @@ class StyleGAN2Loss(tf.Module):
         pl_grads = tape.gradient(out, ws)                                     # [n, num_ws, w_dim]
         pl_lengths = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(pl_grads), axis=2), axis=1))  # [n]
         old_mean = tf.cast(self.pl_mean, pl_lengths.dtype)
-        pl_mean = tf.stop_gradient(old_mean + self.pl_decay * (tf.reduce_mean(pl_lengths) - old_mean))
-        self.pl_mean.assign(tf.cast(pl_mean, self.pl_mean.dtype))
+        # As the original: the lerp'ed mean keeps its gradient in the penalty; only the stored copy is detached.
+        pl_mean = old_mean + self.pl_decay * (tf.reduce_mean(pl_lengths) - old_mean)
+        self.pl_mean.assign(tf.cast(tf.stop_gradient(pl_mean), self.pl_mean.dtype))
         penalty = tf.square(pl_lengths - pl_mean)                             # [n]
         loss = tf.reduce_mean(penalty * self.pl_weight) * gain
         return loss, {"Loss/pl_penalty": penalty, "Loss/G/reg": penalty * self.pl_weight}
