@@ -109,6 +109,8 @@ class GeneratorServer(tf.Module):
         self.c_dim = int(G.c_dim)
         self.num_ws = int(G.num_ws)
         self.w_dim = int(G.w_dim)
+        # StyleGAN3 has the input transform; StyleGAN2 has none (translate / rotate must then be empty).
+        self.has_input_transform = hasattr(G.synthesis, "input") and hasattr(G.synthesis.input, "transform")
         # Explicitly tracked plain tf.Variables: the TF1 loader (TF Serving, saved_model_cli run) needs
         # every variable under a distinct tracked name (TOOLCHAIN.md).
         self.tracked_variables = [getattr(v, "value", v) for v in G.variables]
@@ -152,10 +154,11 @@ class GeneratorServer(tf.Module):
         return tf.reshape(w_avg + psi[:, None, None] * (ws - w_avg), [-1, self.num_ws, self.w_dim])
 
     def _synthesis(self, ws, transform=None):
-        if transform is None:
-            img = self.G.synthesis(ws)
+        # noise_mode 'const' (StyleGAN2 has noise inputs; as the original's gen_images), ignored by StyleGAN3.
+        if transform is None or not self.has_input_transform:
+            img = self.G.synthesis(ws, noise_mode="const")
         else:
-            img = self.G.synthesis(ws, transform=transform)
+            img = self.G.synthesis(ws, transform=transform, noise_mode="const")
         img = tf.cast(img, tf.float32)
         return {"images": to_uint8(img), "images_float": img}
 
@@ -166,6 +169,10 @@ class GeneratorServer(tf.Module):
         rotate = _after([_check_rank(rotate, 1, "rotate must have rank 1 [R]")], rotate)
         translate = self._check_finite(translate, "translate")
         rotate = self._check_finite(rotate, "rotate")
+        if not self.has_input_transform:
+            msg = "translate and rotate need a StyleGAN3 generator (this network has no input transform); send []"
+            translate, rotate = _after([tf.debugging.Assert(tf.equal(tf.size(translate) + tf.size(rotate), 0),
+                                                            [tf.constant(msg)])], translate, rotate)
         t = _broadcast_arg(translate, n, "translate", 0.0)
         r = _broadcast_arg(rotate, n, "rotate", 0.0)
         return user_transform(tf.reshape(t, [-1, 2]), tf.reshape(r, [-1]))

@@ -239,3 +239,20 @@ def test_keras_format_round_trip(tmp_path):
     G2 = keras.saving.load_model(f)
     z = np.random.RandomState(2).randn(2, 8).astype(np.float32)
     np.testing.assert_allclose(G2(z).numpy(), G(z).numpy(), atol=1e-6)
+
+
+def test_stylegan2_export_const_noise_and_no_transform(tmp_path):
+    """A StyleGAN2 generator exports too: const noise (deterministic), translate/rotate refused clearly."""
+    from afgan_tf.networks import stylegan2
+    tf.keras.utils.set_random_seed(4)
+    G = stylegan2.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                            mapping_kwargs=dict(num_layers=2), channel_base=64, channel_max=8)
+    path = export.export_generator(G, str(tmp_path / "sg2"), max_batch=4)
+    sig = tf.saved_model.load(path).signatures["serving_default"]
+    z = np.random.RandomState(3).randn(2, 8).astype(np.float32)
+    e = tf.constant([], tf.float32)
+    out = sig(z=tf.constant(z), truncation_psi=e, translate=tf.zeros([0, 2]), rotate=e)["images_float"].numpy()
+    ref = G.synthesis(G.mapping(z, None), noise_mode="const").numpy()
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="need a StyleGAN3 generator"):
+        sig(z=tf.constant(z), truncation_psi=e, translate=tf.constant([[0.1, 0.0]]), rotate=e)

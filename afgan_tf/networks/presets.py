@@ -49,7 +49,9 @@ def generator_kwargs(cfg, img_resolution, img_channels=3, c_dim=0, cbase=32768, 
     kw = dict(z_dim=512, c_dim=c_dim, w_dim=512, img_resolution=img_resolution, img_channels=img_channels,
               mapping_kwargs=dict(num_layers=map_depth), channel_base=cbase, channel_max=cmax,
               num_fp16_res=0 if fp32 else 4, conv_clamp=None if fp32 else 256)
-    if cfg != "stylegan2":
+    if cfg == "stylegan2":
+        kw["fused_modconv_default"] = "inference_only"  # as the original's train.py (no numerical effect here)
+    else:
         kw["magnitude_ema_beta"] = magnitude_ema_beta(batch)
     if cfg == "stylegan3-r":
         kw.update(conv_kernel=1, channel_base=cbase * 2, channel_max=cmax * 2, use_radial_filters=True)
