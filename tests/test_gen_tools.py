@@ -199,3 +199,21 @@ def test_load_generator_from_snapshot(tmp_path):
     ws = G2.mapping(z, np.zeros([len(z), 0], np.float32)).numpy()
     np.testing.assert_allclose(ws, npz["out/ws_psi1.0"], atol=1e-4)
     assert tu.has_input_transform(G2)
+
+
+def test_texture_sticking_stylegan3_vs_stylegan2_side_by_side(tmp_path):
+    """Issue 8: the sticking view compares a StyleGAN3 and a StyleGAN2 network (random weights) side by side."""
+    from afgan_tf.metrics import toolutil as tu
+    G3 = tu.load_generator("random:stylegan3-t:16:1")
+    G2 = tu.load_generator("random:stylegan2:16:1")
+    assert tu.has_input_transform(G3) and not tu.has_input_transform(G2)
+    z = np.random.RandomState(0).randn(1, 512).astype(np.float32)
+    c = np.zeros([1, 0], np.float32)
+    # const noise: StyleGAN2 images are deterministic through the tools
+    np.testing.assert_array_equal(tu.generate(G2, z, c), tu.generate(G2, z, c))
+    paths = texture_sticking.texture_sticking([G3, G2], str(tmp_path), frames=4, num_avg=3, video=False,
+                                              log=lambda *_: None)
+    pngs = [p for p in (paths.values() if isinstance(paths, dict) else paths) if str(p).endswith(".png")]
+    assert pngs and all(os.path.getsize(p) > 0 for p in pngs)
+    w = Image.open(pngs[0]).size[0]
+    assert w > 2 * 16, f"side-by-side panel too narrow: {w}"

@@ -74,7 +74,7 @@ def video_frames(G, kws, w_frames=120):
             kind = "cubic" if len(x) >= 4 else "linear"
             row.append(scipy.interpolate.interp1d(x, y, kind=kind, axis=0))
         interps.append(row)
-    syn = tf.function(lambda w: G.synthesis(w))
+    syn = tf.function(lambda w: G.synthesis(w, noise_mode="const"))
     for f in range(K * w_frames):
         ws = np.stack([interps[yi][xi](f / w_frames) for yi in range(gh) for xi in range(gw)], 0)
         img = syn(tf.constant(ws, tf.float32))

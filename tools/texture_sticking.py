@@ -86,7 +86,7 @@ def sequence(G, seed=0, seed2=1, frames=96, shift=0.25, trunc=1.0):
             w = ws[0] + (ws[1] - ws[0]) * t
             if movable:
                 tu.set_input_transform(G, tu.user_transform((f * shift / R, 0.0), 0.0))
-            img = G.synthesis(tf.constant(w[None], tf.float32))
+            img = G.synthesis(tf.constant(w[None], tf.float32), noise_mode="const")
             out.append(tu.to_uint8(img.numpy() if hasattr(img, "numpy") else img)[0])
     finally:
         if movable:

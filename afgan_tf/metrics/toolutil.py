@@ -190,6 +190,9 @@ def load_generator(spec):
             tf.random.set_seed(int(parts[3]))
             np.random.seed(int(parts[3]))
         kw = generator_kwargs(parts[1], int(parts[2]), cbase=4096, cmax=128)
+        if parts[1] == "stylegan2":
+            from afgan_tf.networks.stylegan2 import Generator as StyleGAN2Generator
+            return StyleGAN2Generator(**kw)
         return Generator(**kw)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"--network: file not found: {spec}")
@@ -209,7 +212,8 @@ def load_generator(spec):
 def generate(G, z, c, truncation_psi=1.0):
     """Images of G for latents z [N, z_dim] and labels c -> float32 numpy NHWC."""
     import tensorflow as tf
-    img = G(tf.constant(z, tf.float32), tf.constant(c, tf.float32), truncation_psi=truncation_psi)
+    img = G(tf.constant(z, tf.float32), tf.constant(c, tf.float32), truncation_psi=truncation_psi,
+            noise_mode="const")  # as the original tools (StyleGAN2 noise inputs; ignored by StyleGAN3)
     return img.numpy() if hasattr(img, "numpy") else np.asarray(img)
 
 
