@@ -98,3 +98,29 @@ def test_unknown_cfg_is_a_flag_error():
     train_flags.define_flags(fv)
     with pytest.raises(absl_flags.IllegalFlagValueError, match="stylegan3-t"):
         fv(["train.py", "--cfg=stylegan4"])
+
+
+@pytest.mark.slow
+def test_real_networks_end_to_end(tmp_path, tiny_data):
+    """tools/train.py with the real StyleGAN3-T and D (tiny channels) on a 16x16 folder dataset: run files, then an
+    in-place continuation and a weights-only resume from the snapshot. Several minutes (tracing)."""
+    import glob
+    common = ["--cfg=stylegan3-t", "--batch=4", "--gamma=0.1", "--cbase=256", "--cmax=16", "--mbstd-group=2",
+              "--tick=0.004", "--snap=1", f"--data={tiny_data}", "--metrics=none"]
+    r = _run(*common, "--kimg=0.008", f"--outdir={tmp_path / 'runs'}", "--desc=e2e")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "00000-stylegan3-t-imgs-gpus1-batch4-gamma0.1-e2e"))
+    for f in ("training_options.json", "log.txt", "stats.jsonl", "reals.png", "fakes_init.png", "fakes000000.png",
+              "network-snapshot-000000.npz", "checkpoints/checkpoint"):
+        assert os.path.exists(os.path.join(run_dir, f)), f
+    assert glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
+    recs = [json.loads(l) for l in open(os.path.join(run_dir, "stats.jsonl"))]
+    assert recs[-1]["Progress/kimg"]["mean"] == pytest.approx(0.008)
+    assert "tick 0" in open(os.path.join(run_dir, "log.txt")).read()
+    r2 = _run(f"--outdir={run_dir}", "--kimg=0.012")
+    assert r2.returncode == 0, (r2.stdout + r2.stderr)[-3000:]
+    assert "Resumed from checkpoint" in r2.stdout and "step 2, kimg 0.008" in r2.stdout
+    r3 = _run(*common, "--kimg=0.004", f"--outdir={tmp_path / 'w'}",
+              f"--resume={os.path.join(run_dir, 'network-snapshot-000000.npz')}")
+    assert r3.returncode == 0, (r3.stdout + r3.stderr)[-3000:]
+    assert "Loaded weights of G, D, G_ema" in r3.stdout
