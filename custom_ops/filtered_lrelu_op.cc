@@ -20,6 +20,7 @@
 // of fu/fd swapped; its adjoint (for second order) runs the forward tables with the code mask.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -316,12 +317,17 @@ class Engine {
     max_taps_ = std::max(MaxTaps(g.Ay), MaxTaps(g.By));
     if (g.fa->sep) ax_ = FlattenX(g.Ax, jx_lo_, std::max(jx_lo_, jx_hi_), sx_lo_, CB, g.fa->gx);
     if (g.fb->sep) bx_ = FlattenX(g.Bx, 0, g.outW, jx_lo_, CB, g.fb->gx);
-    // Tile height: keep the per-tile working set around 1 MB, but leave enough units to share.
+    // Tile height: large tiles (less halo recomputation) measured fastest; tunable with the env vars
+    // AFGAN_TF_FLRELU_TILE_KB (working-set budget, default 4096) and AFGAN_TF_FLRELU_CB (max channel block, 64).
     int wj = std::max(1, jx_hi_ - jx_lo_), ws = std::max(1, sx_hi_ - sx_lo_);
     double hi_per_row = static_cast<double>(g.hiH) / std::max(1, g.outH);
     double src_per_row = static_cast<double>(g.srcH) / std::max(1, g.outH);
     double bytes_per_row = 4.0 * CB * (hi_per_row * (wj + g.outW) + src_per_row * (ws + wj));
-    int th = static_cast<int>(1024.0 * 1024.0 / std::max(1.0, bytes_per_row));
+    static const double budget = [] {
+      const char* e = std::getenv("AFGAN_TF_FLRELU_TILE_KB");
+      return (e ? std::atof(e) : 4096.0) * 1024.0;
+    }();
+    int th = static_cast<int>(budget / std::max(1.0, bytes_per_row));
     th = std::max(1, std::min(th, g.outH));
     const int min_units = 8;
     while (th > 1 && static_cast<int64_t>(g.N) * cblocks_ * ((g.outH + th - 1) / th) < min_units) th = (th + 1) / 2;
@@ -539,7 +545,13 @@ void RunEngineCB(OpKernelContext* ctx, const Geometry& g, int down_y, const floa
 
 void RunEngine(OpKernelContext* ctx, const Geometry& g, int down_y, const float* src, const float* bias,
                float* out, uint8_t* code_w, const uint8_t* code_r) {
-  if (g.C >= 32)
+  static const int cb_max = [] {
+    const char* e = std::getenv("AFGAN_TF_FLRELU_CB");
+    return e ? std::atoi(e) : 64;
+  }();
+  if (g.C >= 64 && cb_max >= 64)
+    RunEngineCB<64>(ctx, g, down_y, src, bias, out, code_w, code_r);
+  else if (g.C >= 32 && cb_max >= 32)
     RunEngineCB<32>(ctx, g, down_y, src, bias, out, code_w, code_r);
   else if (g.C >= 16)
     RunEngineCB<16>(ctx, g, down_y, src, bias, out, code_w, code_r);
