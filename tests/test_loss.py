@@ -344,3 +344,36 @@ def test_blur_images_vs_scipy_and_noop():
         np.testing.assert_allclose(got, ref, atol=2e-6)
     np.testing.assert_array_equal(blur_images(x, 0.3).numpy(), x)     # floor(0.9) = 0: no-op
     np.testing.assert_array_equal(blur_images(x, tf.constant(0.3), max_sigma=10.0).numpy(), x)
+
+
+def test_grads_default_variables_are_keras_variables():
+    """gmain/dmain grads with the default variable lists (Keras 3 variables) work and are non-zero."""
+    import keras
+    G = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(3 * 8 * 8), keras.layers.Reshape((8, 8, 3))])
+    D = keras.Sequential([keras.layers.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(1)])
+
+    class _G:
+        def __init__(self, net):
+            self.net, self.trainable_variables = net, net.trainable_variables
+            self.z_dim, self.c_dim, self.num_ws = 4, 0, 1
+
+        def mapping(self, z, c, truncation_psi=1, truncation_cutoff=None, update_emas=False):
+            return tf.convert_to_tensor(z)[:, None, :]
+
+        def synthesis(self, ws, update_emas=False, **kw):
+            return self.net(ws[:, 0])
+
+    class _D:
+        def __init__(self, net):
+            self.net, self.trainable_variables = net, net.trainable_variables
+
+        def __call__(self, img, c=None, **kw):
+            return self.net(img)
+
+    from afgan_tf.training.loss import StyleGAN2Loss
+    loss = StyleGAN2Loss(_G(G), _D(D), r1_gamma=1.0)
+    z = tf.random.normal([2, 4], seed=1)
+    c = tf.zeros([2, 0])
+    _, grads, _ = loss.gmain_grads(z, c)
+    assert len(grads) == len(G.trainable_variables) and all(g is not None for g in grads)
+    assert any(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)

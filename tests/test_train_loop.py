@@ -166,3 +166,14 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, tf_default):
 def stubs_run(trainer, run_dir):
     from afgan_tf.training.loop import run_training
     return run_training(trainer, str(run_dir), tensorboard=False, progress=False)
+
+
+def test_default_generator_follows_cfg():
+    """--cfg=stylegan2 builds the StyleGAN2 generator, the StyleGAN3 configs the StyleGAN3 one."""
+    from afgan_tf.networks import Generator
+    from afgan_tf.networks import stylegan2
+    from afgan_tf.networks.presets import generator_kwargs
+    from afgan_tf.training.loop import _default_generator
+    assert isinstance(_default_generator(generator_kwargs("stylegan2", 16, cbase=64, cmax=8)), stylegan2.Generator)
+    G3 = _default_generator(generator_kwargs("stylegan3-t", 16, cbase=64, cmax=8))
+    assert isinstance(G3, Generator) and not isinstance(G3, stylegan2.Generator)

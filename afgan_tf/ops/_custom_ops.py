@@ -101,7 +101,10 @@ def _lib():
         with _lock:
             if not _state["tried"]:
                 try:
-                    _state["module"] = _try_load()
+                    # init_scope: the probe op runs eagerly even when the first use is inside a tf.function
+                    # (or XLA) trace.
+                    with tf.init_scope():
+                        _state["module"] = _try_load()
                 except Exception as e:
                     _state["error"] = str(e)
                     if os.environ.get("AFGAN_TF_QUIET_OPS", "0") in ("", "0"):

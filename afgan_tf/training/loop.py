@@ -477,7 +477,12 @@ class Trainer:
 
 
 def _default_generator(kwargs):
-    from afgan_tf.networks import Generator
+    """StyleGAN3 generator, or the StyleGAN2 one for --cfg=stylegan2 (recognised by its kwargs, which
+    ``networks.presets.generator_kwargs`` gives the original's ``fused_modconv_default``)."""
+    if "fused_modconv_default" in kwargs or "architecture" in kwargs:
+        from afgan_tf.networks.stylegan2 import Generator
+    else:
+        from afgan_tf.networks import Generator
     return Generator(**kwargs)
 
 

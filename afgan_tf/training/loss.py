@@ -90,6 +90,11 @@ def _check_images(x, name):
 
 # ----------------------------------------------------------------------------------------------------------------
 
+def _watchable(variables):
+    """Keras 3 variables -> their backing tf.Variables (GradientTape.watch rejects Keras variables)."""
+    return [getattr(v, "value", v) if not isinstance(v, tf.Variable) else v for v in variables]
+
+
 class StyleGAN2Loss(tf.Module):
     """Loss phases of StyleGAN2/3 training.
 
@@ -229,7 +234,7 @@ class StyleGAN2Loss(tf.Module):
     # -- loss + gradients -----------------------------------------------------------------------------------------
     def gmain_grads(self, gen_z, gen_c, cur_nimg=0, variables=None, gain=1.0):
         """Returns ``(loss, grads for variables (default G.trainable_variables), stats)``."""
-        variables = list(variables if variables is not None else self.G.trainable_variables)
+        variables = _watchable(variables if variables is not None else self.G.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss, stats = self.gmain_loss(gen_z, gen_c, cur_nimg)
@@ -238,7 +243,7 @@ class StyleGAN2Loss(tf.Module):
 
     def dmain_grads(self, real_img, real_c, gen_z, gen_c, cur_nimg=0, variables=None, gain=1.0):
         """Returns ``(loss, grads for variables (default D.trainable_variables), stats)``."""
-        variables = list(variables if variables is not None else self.D.trainable_variables)
+        variables = _watchable(variables if variables is not None else self.D.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss, stats = self.dmain_loss(real_img, real_c, gen_z, gen_c, cur_nimg)
@@ -247,7 +252,7 @@ class StyleGAN2Loss(tf.Module):
 
     def dreg_grads(self, real_img, real_c, cur_nimg=0, gain=16.0, variables=None):
         """Lazy R1. Returns ``(loss incl. gain, grads for variables (default D.trainable_variables), stats)``."""
-        variables = list(variables if variables is not None else self.D.trainable_variables)
+        variables = _watchable(variables if variables is not None else self.D.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss, stats = self.dreg_loss(real_img, real_c, cur_nimg, gain)
@@ -255,7 +260,7 @@ class StyleGAN2Loss(tf.Module):
 
     def greg_grads(self, gen_z, gen_c, gain=4.0, variables=None):
         """Path-length regularisation. Returns ``(loss incl. gain, grads, stats)``."""
-        variables = list(variables if variables is not None else self.G.trainable_variables)
+        variables = _watchable(variables if variables is not None else self.G.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss, stats = self.greg_loss(gen_z, gen_c, gain)
