@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Sets everything up (./.venv) and runs the test suite. Extra arguments go to pytest.
+# Sets everything up (./.venv, the op library via pip incl. the CUDA kernels when nvcc exists) and runs the test
+# suite; then builds the same op library with Bazel (offline; installs Debian's bazel-bootstrap if missing) and
+# runs the op tests against that build too. Extra arguments go to the main pytest run.
+#   AFGAN_TF_SKIP_BAZEL=1 bash scripts/test.sh     # skip the Bazel part
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -8,4 +11,9 @@ set +e
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then echo "no tests collected"; exit 1; fi
-exit $rc
+if [ "$rc" != 0 ]; then exit "$rc"; fi
+if [ "${AFGAN_TF_SKIP_BAZEL:-0}" != 1 ]; then
+  echo "== Bazel build of the op library, and the op tests against it"
+  bash scripts/build_bazel.sh
+  AFGAN_TF_OP_LIBRARY="$PWD/bazel-bin/custom_ops/_afgan_tf_ops.so" .venv/bin/python -m pytest -q tests/test_custom_ops.py
+fi
