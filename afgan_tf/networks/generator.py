@@ -77,8 +77,51 @@ def load_original_state_dict(entries, sd, strict=True, owner="network"):
     return [e.name for e, _ in plan]
 
 
+class GeneratorBase(keras.Model):
+    """What the StyleGAN3 and StyleGAN2 generators share: the original's call convention
+    (mapping -> synthesis), ``init_kwargs`` and the original-name state dict. Subclasses create
+    ``self.mapping`` / ``self.synthesis`` and ``self._init_kwargs_json`` in ``__init__`` and set
+    ``_owner`` (the name used in error messages)."""
+    _owner = "Generator"
+
+    @property
+    def init_kwargs(self):
+        """The constructor kwargs (a fresh dict; ``type(G)(**G.init_kwargs)`` rebuilds the architecture)."""
+        return json.loads(self._init_kwargs_json)
+
+    def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                          update_emas=update_emas)
+        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
+
+    # -- original names / layouts ----------------------------------------------------------------------------
+    def original_entries(self):
+        """OriginalEntry list in the original state_dict order (synthesis, then mapping)."""
+        return self.synthesis.original_entries("synthesis.") + self.mapping.original_entries("mapping.")
+
+    def original_variables(self):
+        """{original name: Keras variable} (filters, which are constants, excluded)."""
+        return {e.name: e.target for e in self.original_entries() if e.kind != FILTER}
+
+    def original_state_dict(self):
+        """{original name: numpy array in the original layout}, incl. the designed / resample filters."""
+        return {e.name: e.to_original() for e in self.original_entries()}
+
+    def load_original_state_dict(self, sd, strict=True):
+        """Loads an original state_dict (numpy / torch values). Errors (``StateDictError``) name the entry:
+        unknown or missing names (``strict``), wrong shapes, filters differing from ours by > 1e-6."""
+        return load_original_state_dict(self.original_entries(), sd, strict=strict, owner=self._owner)
+
+    def get_config(self):
+        return self.init_kwargs
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="afgan_tf")
-class Generator(keras.Model):
+class Generator(GeneratorBase):
     """StyleGAN3 generator.
 
     Args (exactly the original's): z_dim, c_dim, w_dim, img_resolution, img_channels,
@@ -106,41 +149,6 @@ class Generator(keras.Model):
         self.mapping = MappingNetwork(z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws,
                                       name="mapping", **mapping_kwargs)
         self.built = True
-
-    @property
-    def init_kwargs(self):
-        """The constructor kwargs (a fresh dict; ``Generator(**G.init_kwargs)`` rebuilds the architecture)."""
-        return json.loads(self._init_kwargs_json)
-
-    def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
-
-    # -- original names / layouts ----------------------------------------------------------------------------
-    def original_entries(self):
-        """OriginalEntry list in the original state_dict order (synthesis, then mapping)."""
-        return self.synthesis.original_entries("synthesis.") + self.mapping.original_entries("mapping.")
-
-    def original_variables(self):
-        """{original name: Keras variable} (filters, which are constants, excluded)."""
-        return {e.name: e.target for e in self.original_entries() if e.kind != FILTER}
-
-    def original_state_dict(self):
-        """{original name: numpy array in the original layout}, incl. the designed filters."""
-        return {e.name: e.to_original() for e in self.original_entries()}
-
-    def load_original_state_dict(self, sd, strict=True):
-        """Loads an original state_dict (numpy / torch values). Errors (``StateDictError``) name the entry:
-        unknown or missing names (``strict``), wrong shapes, filters differing from ours by > 1e-6."""
-        return load_original_state_dict(self.original_entries(), sd, strict=strict, owner="Generator")
-
-    def get_config(self):
-        return self.init_kwargs
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 # Keep the kinds importable from here too (used by converters).

@@ -26,7 +26,7 @@ from ..ops.bias_act import ACTIVATIONS, bias_act
 from ..ops.conv2d_resample import conv2d_resample
 from ..ops.upfirdn2d import setup_filter, upsample2d
 from . import layers as _layers
-from .generator import load_original_state_dict as _load_sd
+from .generator import GeneratorBase
 from .layers import BUFFER, CONV, FILTER, FullyConnectedLayer, MappingNetwork, OriginalEntry, _check_kwargs
 
 __all__ = ["Generator", "SynthesisNetwork", "SynthesisBlock", "SynthesisLayer", "ToRGBLayer", "NOISE_MODES"]
@@ -421,7 +421,7 @@ def _json_default(o):
 
 
 @keras.saving.register_keras_serializable(package="afgan_tf", name="StyleGAN2Generator")
-class Generator(keras.Model):
+class Generator(GeneratorBase):
     """StyleGAN2 generator (snapshot class "stylegan2.Generator").
 
     Args (exactly the original's): z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs (num_layers
@@ -432,6 +432,7 @@ class Generator(keras.Model):
     force_fp32=False)`` -> float32 ``[N, R, R, img_channels]``.
     """
     snapshot_class = "stylegan2.Generator"
+    _owner = "stylegan2.Generator"
 
     def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None, **synthesis_kwargs):
         _check_kwargs(synthesis_kwargs, SYNTHESIS_KWARGS, "stylegan2.Generator")
@@ -459,36 +460,4 @@ class Generator(keras.Model):
                                       name="mapping", **mk)
         self.built = True
 
-    @property
-    def init_kwargs(self):
-        """The constructor kwargs (a fresh dict; ``Generator(**G.init_kwargs)`` rebuilds the architecture)."""
-        return json.loads(self._init_kwargs_json)
 
-    def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
-        return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
-
-    def original_entries(self):
-        """OriginalEntry list in the original state_dict order (synthesis, then mapping)."""
-        return self.synthesis.original_entries("synthesis.") + self.mapping.original_entries("mapping.")
-
-    def original_variables(self):
-        """{original name: Keras variable} (filters excluded)."""
-        return {e.name: e.target for e in self.original_entries() if e.kind != FILTER}
-
-    def original_state_dict(self):
-        """{original name: numpy array in the original layout}, incl. the resample filters."""
-        return {e.name: e.to_original() for e in self.original_entries()}
-
-    def load_original_state_dict(self, sd, strict=True):
-        """Loads an original state_dict; ``StateDictError`` names unknown / missing / mis-shaped entries and
-        resample filters that differ from ``[1,3,3,1]`` (or the configured taps)."""
-        return _load_sd(self.original_entries(), sd, strict=strict, owner="stylegan2.Generator")
-
-    def get_config(self):
-        return self.init_kwargs
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
