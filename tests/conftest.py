@@ -23,3 +23,16 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def reference_ops_unless_custom(request, monkeypatch):
+    """Forces the pure-TF reference ops (impl="auto" would pick the compiled op when it is built), except in
+    test cases parametrized with impl="custom", which check the compiled op against the same data."""
+    from afgan_tf.ops import _common
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("impl") != "custom":
+        monkeypatch.setenv(_common.FORCE_REF_ENV, "1")

@@ -67,3 +67,20 @@ def assert_close(actual, expected, atol, rtol=0.0, name=""):
                              f"rtol={rtol:g}; {int(bad.sum())} of {bad.size} elements; worst at {idx}: "
                              f"{actual[idx]!r} vs {expected[idx]!r}")
     return max_abs
+
+
+def case_names(name):
+    """The case list (``meta/cases``) of an ops_*.npz file, for parametrize; empty when the folder is absent."""
+    try:
+        z = np.load(parity_path(name), allow_pickle=False)
+    except (FileNotFoundError, OSError):
+        return []
+    return json.loads(str(z["meta/cases"]))
+
+
+def skip_unless_compiled(impl, op_name):
+    """Skips an impl="custom" case when the compiled op library does not provide ``op_name``."""
+    if impl == "custom":
+        from afgan_tf.ops import _custom_ops
+        if not _custom_ops.is_available(op_name):
+            pytest.skip(f"compiled {op_name} not available: {_custom_ops.load_error()}")

@@ -1,37 +1,20 @@
 """bias_act: parity with the original, numpy formulas for every activation, gradients, XLA, dtypes, errors."""
-import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import parity
-from afgan_tf.ops import _common, _custom_ops
 from afgan_tf.ops.bias_act import ACTIVATIONS, bias_act
 
 FILE = "ops_bias_act.npz"
 
 
-@pytest.fixture(autouse=True)
-def _force_reference(request, monkeypatch):
-    """This file tests the pure-TF reference (impl="auto" would pick the compiled op when it is built); the
-    parity cases parametrized with impl="custom" check the compiled op against the same data."""
-    params = getattr(getattr(request.node, "callspec", None), "params", {})
-    if params.get("impl") != "custom":
-        monkeypatch.setenv(_common.FORCE_REF_ENV, "1")
-
-
-def _skip_unless_available(impl, op_name):
-    if impl == "custom" and not _custom_ops.is_available(op_name):
-        pytest.skip(f"compiled {op_name} not available: {_custom_ops.load_error()}")
+pytestmark = pytest.mark.usefixtures("reference_ops_unless_custom")
 
 
 def _cases():
-    try:
-        z = np.load(parity.parity_path(FILE))
-    except (FileNotFoundError, OSError):
-        return []
-    return json.loads(str(z["meta/cases"]))
+    return parity.case_names(FILE)
 
 
 def _axis_for(dim, ndim):
@@ -44,7 +27,7 @@ def _axis_for(dim, ndim):
 @pytest.mark.parametrize("impl", ["ref", "custom"])
 @pytest.mark.parametrize("case", _cases())
 def test_parity(case, impl):
-    _skip_unless_available(impl, "bias_act")
+    parity.skip_unless_compiled(impl, "bias_act")
     z = parity.load(FILE)
     p = parity.meta(z, case + "/params")
     x = tf.constant(parity.nchw_to_nhwc(z[case + "/x"]))

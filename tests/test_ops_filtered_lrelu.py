@@ -1,5 +1,4 @@
 """filtered_lrelu: parity with the original, numpy composition, gradients, grid centring, XLA, dtypes, errors."""
-import json
 
 import numpy as np
 import pytest
@@ -7,33 +6,17 @@ import scipy.signal
 import tensorflow as tf
 
 import parity
-from afgan_tf.ops import _common, _custom_ops
 from afgan_tf.ops.filtered_lrelu import filtered_lrelu, filtered_lrelu_lowmem
 from test_ops_upfirdn2d import np_upfirdn2d
 
 FILE = "ops_filtered_lrelu.npz"
 
 
-@pytest.fixture(autouse=True)
-def _force_reference(request, monkeypatch):
-    """This file tests the pure-TF reference (impl="auto" would pick the compiled op when it is built); the
-    parity cases parametrized with impl="custom" check the compiled op against the same data."""
-    params = getattr(getattr(request.node, "callspec", None), "params", {})
-    if params.get("impl") != "custom":
-        monkeypatch.setenv(_common.FORCE_REF_ENV, "1")
-
-
-def _skip_unless_available(impl, op_name):
-    if impl == "custom" and not _custom_ops.is_available(op_name):
-        pytest.skip(f"compiled {op_name} not available: {_custom_ops.load_error()}")
+pytestmark = pytest.mark.usefixtures("reference_ops_unless_custom")
 
 
 def _cases():
-    try:
-        z = np.load(parity.parity_path(FILE))
-    except (FileNotFoundError, OSError):
-        return []
-    return json.loads(str(z["meta/cases"]))
+    return parity.case_names(FILE)
 
 
 def _run(z, c, x, b, impl="auto"):
@@ -47,7 +30,7 @@ def _run(z, c, x, b, impl="auto"):
 @pytest.mark.parametrize("impl", ["ref", "custom"])
 @pytest.mark.parametrize("case", _cases())
 def test_parity(case, impl):
-    _skip_unless_available(impl, "filtered_lrelu")
+    parity.skip_unless_compiled(impl, "filtered_lrelu")
     z = parity.load(FILE)
     x = tf.constant(parity.nchw_to_nhwc(z[case + "/x"]))
     b = tf.constant(z[case + "/b"]) if case + "/b" in z else None

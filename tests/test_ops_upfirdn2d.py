@@ -1,37 +1,20 @@
 """upfirdn2d and its wrappers: parity with the original, a direct numpy loop, gradients, XLA, dtypes, errors."""
-import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import parity
-from afgan_tf.ops import _common, _custom_ops
 from afgan_tf import ops as U
 
 FILE = "ops_upfirdn2d.npz"
 
 
-@pytest.fixture(autouse=True)
-def _force_reference(request, monkeypatch):
-    """This file tests the pure-TF reference (impl="auto" would pick the compiled op when it is built); the
-    parity cases parametrized with impl="custom" check the compiled op against the same data."""
-    params = getattr(getattr(request.node, "callspec", None), "params", {})
-    if params.get("impl") != "custom":
-        monkeypatch.setenv(_common.FORCE_REF_ENV, "1")
-
-
-def _skip_unless_available(impl, op_name):
-    if impl == "custom" and not _custom_ops.is_available(op_name):
-        pytest.skip(f"compiled {op_name} not available: {_custom_ops.load_error()}")
+pytestmark = pytest.mark.usefixtures("reference_ops_unless_custom")
 
 
 def _cases():
-    try:
-        z = np.load(parity.parity_path(FILE))
-    except (FileNotFoundError, OSError):
-        return []
-    return json.loads(str(z["meta/cases"]))
+    return parity.case_names(FILE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -85,7 +68,7 @@ def _run_case(z, c, x, impl="auto"):
 @pytest.mark.parametrize("impl", ["ref", "custom"])
 @pytest.mark.parametrize("case", _cases())
 def test_parity(case, impl):
-    _skip_unless_available(impl, "upfirdn2d")
+    parity.skip_unless_compiled(impl, "upfirdn2d")
     z = parity.load(FILE)
     x = tf.constant(parity.nchw_to_nhwc(z[case + "/x"]))
     gy = parity.nchw_to_nhwc(z[case + "/gy"])
