@@ -447,3 +447,15 @@ def test_gpu_upfirdn2d_and_bias_act_match_cpu(dtype):
     rel = 2e-6 if dtype == "float32" else 3e-3
     for g, cpu in zip(res["/GPU:0"], res["/CPU:0"]):
         parity.assert_close(g, cpu, atol=_tol(cpu, rel * 4), name=f"gpu/{dtype}/upfirdn2d_bias_act")
+
+
+def test_auto_prefers_reference_bias_act_on_cpu():
+    """impl="auto" picks the compiled kernel where it is faster; bias_act's CPU kernel is not (see _common)."""
+    from afgan_tf.ops import _common
+    _need_lib()
+    if _common.has_gpu():
+        pytest.skip("GPU present: auto uses the compiled bias_act")
+    assert _common.resolve_impl("auto", "bias_act") == "ref"
+    assert _common.resolve_impl("custom", "bias_act") == "custom"
+    assert _common.resolve_impl("auto", "filtered_lrelu") == "custom"
+    assert _common.resolve_impl("auto", "upfirdn2d") == "custom"
