@@ -23,19 +23,6 @@ dataset_flags.define_flags(FLAGS)
 absl_flags.adopt_module_key_flags(dataset_flags)  # list them under --help / --helpshort
 
 
-def normalise_argv(argv):
-    """``--ffhq-json=x`` → ``--ffhq_json=x`` (and ``--no-foo`` → ``--nofoo``) so dashed spellings work."""
-    out = []
-    for a in argv:
-        if a.startswith("--") and len(a) > 2:
-            name, eq, val = a[2:].partition("=")
-            if name.startswith("no-"):
-                name = "no" + name[3:]
-            a = "--" + name.replace("-", "_") + eq + val
-        out.append(a)
-    return out
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -57,4 +44,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from afgan_tf.metrics.toolutil import normalise_argv  # --ffhq-json -> --ffhq_json, --no-foo -> --nofoo
     app.run(main, argv=normalise_argv(sys.argv))
