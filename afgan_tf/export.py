@@ -23,7 +23,6 @@ compiled ops: such a SavedModel needs our op library loaded (``import afgan_tf``
 """
 import contextlib
 import json
-import math
 import os
 import shutil
 import tempfile
