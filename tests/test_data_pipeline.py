@@ -277,3 +277,72 @@ def test_existing_dataset_refused_unless_overwrite(tmp_path):
     empty.mkdir()
     _write(str(empty), _images(2))
     assert dataset_info(str(empty))["count"] == 2
+
+
+# -- skip (resume) and the global TF seed -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["tfrecord", "original"])
+def test_skip_equals_decode_then_skip(tmp_path, kind):
+    """make_dataset(skip=k) == make_dataset().skip(k): within the first pass, across passes (mirrored epochs of
+    two passes), batched and unbatched, sharded."""
+    imgs = _images(7, seed=8)
+    if kind == "tfrecord":
+        path = _write(str(tmp_path / "k"), imgs, shards=2)
+    else:
+        path = str(tmp_path / "o")
+        _original_folder(path, imgs, np.zeros(7))
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
+    for kw, skips in ((dict(batch_size=3), (0, 1, 2, 5, 11)),            # 7 images, 3 per batch: crosses passes
+                      (dict(batch_size=None), (3, 7, 16)),               # unbatched: skip counts images
+                      (dict(batch_size=4, input_context=ctx), (1, 4))):  # worker 1 of 2 (3 images, 2 per batch)
+        for k in skips:
+            want = np.stack([x.numpy() for x, _ in make_dataset(path, mirror=True, seed=2, **kw).skip(k).take(6)])
+            got = np.stack([x.numpy() for x, _ in make_dataset(path, mirror=True, seed=2, skip=k, **kw).take(6)])
+            np.testing.assert_array_equal(got, want, err_msg=f"{kw} skip={k}")
+    # without repeat: skipping past the end gives an empty dataset, a partial last batch is kept
+    n = len(list(make_dataset(path, batch_size=3, repeat=False, drop_remainder=False, seed=1, skip=1)))
+    assert n == 2  # 7 images: batches of 3, 3, 1; one skipped
+    assert len(list(make_dataset(path, batch_size=3, repeat=False, seed=1, skip=9))) == 0
+    with pytest.raises(ValueError, match="skip"):
+        make_dataset(path, skip=-1)
+
+
+def test_skip_does_not_decode_skipped_images(tmp_path, monkeypatch):
+    """Skipped images are never decoded (counted through the PIL decoder of the original format)."""
+    from afgan_tf.data import pipeline
+    imgs = _images(5, seed=9)
+    path = str(tmp_path / "b")
+    _original_folder(path, imgs, np.zeros(5), ext=".bmp")
+    calls = []
+    real_load = pipeline.load_image
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real_load(*a, **k)
+    monkeypatch.setattr(pipeline, "load_image", counting)
+    ds = make_dataset(path, batch_size=2, seed=3, skip=40, num_parallel=1, prefetch=0)  # 80 images = 16 passes
+    x = np.concatenate([b.numpy() for b, _ in ds.take(2)])
+    decoded_skipping = len(calls)
+    want = np.concatenate([b.numpy() for b, _ in make_dataset(path, batch_size=2, seed=3, num_parallel=1,
+                                                             prefetch=0).skip(40).take(2)])
+    np.testing.assert_array_equal(x, want)
+    assert len(calls) - decoded_skipping >= 84        # decode-then-skip decoded the 80 skipped images
+    assert 4 <= decoded_skipping <= 8, decoded_skipping  # the skipping pipeline only what it returned (+ read-ahead)
+
+
+def test_global_tf_seed_does_not_change_or_break_the_order(tmp_path):
+    """With tf.random.set_seed(s) the pipeline works (s = 0 used to fail) and gives the same order as without."""
+    imgs = _images(9, seed=10)
+    path = _write(str(tmp_path / "g"), imgs, shards=1)
+
+    def run():
+        return np.concatenate([x.numpy() for x, _ in make_dataset(path, batch_size=4, mirror=True, seed=5).take(6)])
+
+    tf.random.set_seed(None)
+    ref = run()
+    try:
+        for s in (0, 123):
+            tf.random.set_seed(s)
+            np.testing.assert_array_equal(run(), ref, err_msg=f"global seed {s}")
+    finally:
+        tf.random.set_seed(None)

@@ -145,8 +145,8 @@ def run(fv):
     def dataset_fn(ctx, per_replica_batch, seed, skip_batches):
         ds = data_lib.make_dataset(data_path, batch_size=per_replica_batch * ctx.num_replicas_in_sync,
                                    mirror=opts["mirror"], shuffle=True, repeat=True, seed=seed, input_context=ctx,
-                                   use_labels=opts["cond"])
-        return ds.skip(skip_batches) if skip_batches else ds
+                                   use_labels=opts["cond"], skip=skip_batches)  # skips before decoding
+        return ds
 
     try:
         trainer = loop.Trainer(opts, strategy, dataset_fn=dataset_fn).build()

@@ -76,7 +76,7 @@ def _pil_decoder(folder, res, ch):
 
 def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True, seed=None, input_context=None,
                  num_parallel=AUTOTUNE, prefetch=AUTOTUNE, deterministic=None, use_labels=False,
-                 shuffle_buffer=None, drop_remainder=None):
+                 shuffle_buffer=None, drop_remainder=None, skip=0):
     """Builds the training/eval input pipeline of a dataset (see the module docstring for the steps).
 
     Args:
@@ -92,6 +92,10 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
       shuffle_buffer: shuffle buffer in elements (default: everything for the original format; for TFRecords
         ``min(elements, 4096)`` records, fewer (>= 256) when that would exceed ~512 MB of encoded images).
       drop_remainder: drop a last partial batch (default: ``repeat``).
+      skip: number of leading elements (batches when batched, images otherwise) to leave out; the result equals
+        ``make_dataset(...).skip(skip)`` but nothing skipped is decoded: whole passes are skipped at the pass
+        counter (their shuffles are never built) and the rest at the record level, before decoding. Used to
+        reposition the data on resume.
     """
     path = os.path.abspath(os.fspath(path))
     info = dataset_info(path)
@@ -110,6 +114,9 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
     if drop_remainder is None:
         drop_remainder = bool(repeat)
     out_c = c_dim if use_labels else 0
+    skip = int(skip or 0)
+    if skip < 0:
+        raise ValueError(f"make_dataset: skip must be >= 0, got {skip}")
 
     # 1.-2. keys in a fixed order, sharded per worker
     if info["format"] == "tfrecord":
@@ -179,10 +186,27 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
         ds = keys.map(lambda k: (k, p))
         if shuffle:
             pass_seed = None if seed is None else tf.constant(int(seed) * 1000003, tf.int64) + p
-            ds = ds.shuffle(buf, seed=pass_seed, reshuffle_each_iteration=False)
+            # tf.data derives a shuffle's seeds from (graph seed, op seed), and the graph seed of this function
+            # is the global seed (tf.random.set_seed). That made the order depend on the global seed, and a global
+            # seed of 0 failed outright (TF compares the tensor op seed with 0 in Python). The pass order must be
+            # a function of `seed` only (exact resume), so the shuffle is built without a graph seed:
+            # its seeds are then always (DEFAULT_GRAPH_SEED, pass_seed).
+            graph = tf.compat.v1.get_default_graph()
+            graph_seed, graph.seed = graph.seed, None
+            try:
+                ds = ds.shuffle(buf, seed=pass_seed, reshuffle_each_iteration=False)
+            finally:
+                graph.seed = graph_seed
         return ds
 
+    # Skipping: whole passes at the pass counter (each pass is a function of its index only), the rest as keys.
+    # (Batches are cut from the continuous key stream, so k batches are exactly k * batch_size keys.)
+    skip_passes, skip_keys = divmod(skip * (batch_size if batch_size is not None else 1), per_pipe)
+    if skip_passes:
+        passes = passes.skip(skip_passes)
     keys = passes.flat_map(one_pass)
+    if skip_keys:
+        keys = keys.skip(skip_keys)
 
     def flip_of(index, p):
         """Mirroring: in epoch e = p // 2, image i is flipped in exactly one of the two passes, chosen by a
