@@ -472,8 +472,9 @@ def test_presets_agree_with_training_options():
     options = pytest.importorskip("afgan_tf.training.options")
     for cfg in presets.CONFIGS:
         for fp32 in (False, True):
-            G, D = options.network_kwargs(cfg, batch=32, cbase=16384, cmax=256, map_depth=
-                                          (8 if cfg == "stylegan2" else 2), mbstd_group=4, freezed=1, fp32=fp32,
+            depth = 8 if cfg.startswith("stylegan2") else 2
+            G, D = options.network_kwargs(cfg, batch=32, cbase=16384, cmax=256, map_depth=depth, mbstd_group=4,
+                                          freezed=1, fp32=fp32,
                                           img_resolution=128, img_channels=3, c_dim=2)
             assert presets.generator_kwargs(cfg, 128, c_dim=2, cbase=16384, cmax=256, fp32=fp32) == G, cfg
             assert presets.discriminator_kwargs(cfg, 128, c_dim=2, cbase=16384, cmax=256, freezed=1,

@@ -428,3 +428,164 @@ def test_conditional_generator():
     assert a.shape == (2, 8, 8, 3) and np.abs(a - b).max() > 1e-4
     with pytest.raises(ValueError, match="c is required"):
         G(z, noise_mode="const")
+
+
+# -- config b: Fourier-feature input (input_type='fourier') ------------------------------------------------------
+
+def _tiny_fourier(**kw):
+    return _tiny(input_type="fourier", **kw)
+
+
+def test_fourier_input_construction_config_and_state_dict(tmp_path):
+    G, G0 = _tiny_fourier(), _tiny()
+    assert G.num_ws == G0.num_ws == 4                                  # call convention unchanged
+    assert "input_type" not in G0.init_kwargs and G.init_kwargs["input_type"] == "fourier"
+    assert hasattr(G.synthesis, "input") and not hasattr(G0.synthesis, "input")
+    inp = G.synthesis.input
+    assert (inp.size, inp.sampling_rate, inp.bandwidth, inp.channels) == ([4, 4], 4.0, 2.0, 8)
+    f = inp.freqs.numpy()
+    assert np.all(np.hypot(f[:, 0], f[:, 1]) < 2.0)                   # inside the band of the 4x4 grid
+    sd = G.original_state_dict()
+    assert "synthesis.b4.const" not in sd and "synthesis.b4.const" in G0.original_state_dict()
+    assert [k for k in sd if k.startswith("synthesis.input.")] == [
+        "synthesis.input.weight", "synthesis.input.transform", "synthesis.input.freqs", "synthesis.input.phases",
+        "synthesis.input.affine.weight", "synthesis.input.affine.bias"]
+    trainable = {id(v) for v in G.trainable_variables}
+    assert id(inp.weight) in trainable                                 # the 1x1 feature mix is learned
+    assert not any(id(v) in trainable for v in inp.affine.weights)     # config b: not w-transformed
+    z = np.random.RandomState(2).randn(3, 8).astype(np.float32)
+    ref = G(z, noise_mode="const").numpy()
+    assert ref.shape == (3, 8, 8, 3) and np.all(np.isfinite(ref))
+    # rebuild from init_kwargs + original state dict (other seed: freqs / phases / weights must come from sd)
+    keras.utils.set_random_seed(11)
+    np.random.seed(11)
+    G2 = Generator(**json.loads(json.dumps(G.init_kwargs)))
+    assert np.abs(G2.synthesis.input.freqs.numpy() - f).max() > 1e-3
+    G2.load_original_state_dict(sd)
+    np.testing.assert_array_equal(G2(z, noise_mode="const").numpy(), ref)
+    G3 = Generator.from_config(json.loads(json.dumps(G.get_config())))
+    assert G3.synthesis.input_type == "fourier" and G3.init_kwargs == G.init_kwargs
+    path = str(tmp_path / "g.keras")
+    G.save(path)
+    G4 = keras.saving.load_model(path)
+    np.testing.assert_array_equal(G4(z, noise_mode="const").numpy(), ref)
+    with pytest.raises(ValueError, match="input_type"):
+        _tiny(input_type="fourrier")
+    with pytest.raises(ValueError, match="input_type='const'"):
+        G0.synthesis(G0.mapping(z, None), transform=np.eye(3, dtype=np.float32))
+
+
+def _fourier_numpy(inp, T):
+    """Independent evaluation of the config-b input: features sin(2π(f·(A p + v) + φ)) at the 4x4 sample centres
+    (A, v = rotation / translation part of the user transform T; no w-transform), mixed by weight / sqrt(C)."""
+    f = inp.freqs.numpy().astype(np.float64)                           # [C, 2]
+    ph = inp.phases.numpy().astype(np.float64)                         # [C]
+    W = inp.weight.numpy().astype(np.float64) / math.sqrt(inp.channels)
+    T = np.asarray(T, np.float64)
+    g = (np.arange(4) + 0.5 - 2) / 4.0                                 # ±0.375, ±0.125 canvas units
+    py, px = np.meshgrid(g, g, indexing="ij")                          # rows = y, columns = x
+    q = np.einsum("ab,hwb->hwa", T[:2, :2], np.stack([px, py], -1)) + T[:2, 2]   # [4, 4, 2]
+    feats = np.sin(2 * np.pi * (np.einsum("hwa,ca->hwc", q, f) + ph))  # [4, 4, C]
+    return feats @ W
+
+
+@pytest.mark.parametrize("tx,ty,deg", [(0.0, 0.0, 0.0), (0.13, -0.07, 0.0), (-0.2, 0.05, 37.0)])
+def test_fourier_input_matches_numpy_formula(tx, ty, deg):
+    from afgan_tf.metrics import toolutil as tu
+    G = _tiny_fourier()
+    T = tu.user_transform((tx, ty), deg)
+    expect = _fourier_numpy(G.synthesis.input, T)
+    got = G.synthesis.fourier_features(2, transform=T.astype(np.float32)).numpy()
+    assert got.shape == (2, 4, 4, 8)
+    np.testing.assert_allclose(got[0], expect, atol=2e-5)
+    np.testing.assert_allclose(got[1], expect, atol=2e-5)
+    G.synthesis.input.transform.assign(T.astype(np.float32))           # the buffer the metrics / tools set
+    np.testing.assert_allclose(G.synthesis.fourier_features(1).numpy()[0], expect, atol=2e-5)
+    # the network really starts from these features: b4 computed from them by hand == run()'s first block
+    ws = G.mapping(np.random.RandomState(5).randn(1, 8).astype(np.float32), None)
+    b4 = G.synthesis.b4
+    x, img = b4(tf.constant(expect[None], tf.float32), None, G.synthesis.block_ws(ws)[0], noise_mode="const")
+    x_run, img_run = G.synthesis.run(ws, noise_mode="const")[0]
+    np.testing.assert_allclose(x_run.numpy(), x.numpy(), atol=2e-5)
+    np.testing.assert_allclose(img_run.numpy(), img.numpy(), atol=2e-5)
+
+
+def test_fourier_input_translation_by_one_sample_shifts_features():
+    """transform[0, 2] = −1/4 (one input sample at 4 samples / unit) moves the features one column right, and
+    transform[1, 2] = +1/4 one row up; ws does not change the features (fixed, not w-transformed)."""
+    G = _tiny_fourier()
+    syn = G.synthesis
+    f0 = syn.fourier_features(1).numpy()[0]
+    T = np.eye(3, dtype=np.float32)
+    T[0, 2], T[1, 2] = -0.25, 0.25
+    f1 = syn.fourier_features(1, transform=T).numpy()[0]
+    np.testing.assert_allclose(f1[:-1, 1:], f0[1:, :-1], atol=2e-5)
+    assert np.abs(f1 - f0).max() > 0.1
+    # no dependence on w: _tiny() perturbed every trainable variable, the frozen affine still maps any w to the
+    # identity transform (zero weight, bias (1, 0, 0, 0))
+    w = tf.constant(np.random.RandomState(0).randn(2, 8), tf.float32)
+    np.testing.assert_array_equal(syn.input.affine(w).numpy(), [[1, 0, 0, 0]] * 2)
+
+
+def test_fourier_gradients_finite():
+    """Gradients w.r.t. ws (path-length regulariser) and all trainable variables exist and are finite
+    (the input's band edge b = s0/2 has no roll-off division)."""
+    G = _tiny_fourier()
+    z = np.random.RandomState(7).randn(2, 8).astype(np.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        ws = G.mapping(z, None)
+        tape.watch(ws)
+        img = G.synthesis(ws, noise_mode="random")
+        loss = tf.reduce_sum(img * tf.constant(np.random.RandomState(8).randn(*img.shape), tf.float32))
+    grads = tape.gradient(loss, [ws] + G.trainable_variables)
+    assert all(g is not None for g in grads)
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    gi = tape.gradient(loss, G.synthesis.input.weight)
+    assert np.abs(gi.numpy()).max() > 0
+
+
+def _eq_nets(res=16):
+    from afgan_tf.networks import presets
+    nets = {}
+    for cfg in ("stylegan2-fourier", "stylegan3-t"):
+        keras.utils.set_random_seed(0)
+        nets[cfg] = presets.generator_class(cfg)(**presets.generator_kwargs(cfg, res, cbase=512, cmax=16,
+                                                                              fp32=True))
+    return nets
+
+
+def test_eq_metrics_stylegan2_fourier_vs_stylegan3_t():
+    """EQ-T of config b is measurable (finite) and far below StyleGAN3-T's for random nets with the same seeds and
+    translations; an identity transform scores inf (the metric uses const noise, so orig == img)."""
+    from afgan_tf.metrics.equivariance import eq_psnr, psnr_from_sums
+    nets = _eq_nets(16)
+    assert isinstance(nets["stylegan2-fourier"], Generator)
+    z = np.random.RandomState(1).randn(4, 512).astype(np.float32)
+    t = np.array([[2 / 16, 0.0], [-1 / 16, 2 / 16], [0.0, -2 / 16], [1 / 16, 1 / 16]])
+    out = {}
+    for cfg, G in nets.items():
+        _, s1, s2 = eq_psnr(G, z, "int", translate=t, return_sums=True)
+        out[cfg] = float(psnr_from_sums(s1.sum(), s2.sum()))
+        np.testing.assert_array_equal(G.synthesis.input.transform.numpy(), np.eye(3))   # restored
+    assert np.isfinite(out["stylegan2-fourier"]) and 5 < out["stylegan2-fourier"] < 40, out
+    assert out["stylegan3-t"] > out["stylegan2-fourier"] + 25, out
+    same = eq_psnr(nets["stylegan2-fourier"], z[:2], "int", translate=np.zeros([2, 2]))
+    assert np.all(np.isinf(same)), same
+
+
+def test_export_translate_stylegan2_fourier(tmp_path):
+    """The SavedModel's per-image translate / rotate reach the config-b input (same as setting the buffer)."""
+    from afgan_tf import export
+    from afgan_tf.metrics import toolutil as tu
+    G = _tiny_fourier()
+    path = export.export_generator(G, str(tmp_path / "sg2f"), max_batch=4)
+    sig = tf.saved_model.load(path).signatures["serving_default"]
+    z = np.random.RandomState(3).randn(2, 8).astype(np.float32)
+    out = sig(z=tf.constant(z), truncation_psi=tf.constant([1.0]), translate=tf.constant([[0.1, -0.05]]),
+              rotate=tf.constant([0.5]))["images_float"].numpy()
+    tu.set_input_transform(G, tu.user_transform((0.1, -0.05), 0.5 * 180 / math.pi))
+    ref = G.synthesis(G.mapping(z, None), noise_mode="const").numpy()
+    G.synthesis.input.transform.assign(np.eye(3, dtype=np.float32))
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+    plain = G.synthesis(G.mapping(z, None), noise_mode="const").numpy()
+    assert np.abs(out - plain).max() > 1e-2

@@ -375,8 +375,11 @@ def _input_transform_var(G):
         return G.synthesis.input.transform
     except AttributeError as e:
         raise ValueError("G has no synthesis.input.transform: equivariance metrics need a StyleGAN3 generator "
-                         "(transformable input layer)") from e
+                         "or a StyleGAN2 one with input_type='fourier' (transformable input layer)") from e
 
+
+# As the original: const noise (StyleGAN2 noise inputs are then the same in both images; StyleGAN3 ignores it), fp32.
+_SYNTHESIS_KWARGS = dict(noise_mode="const", force_fp32=True)
 
 _COMPILED = weakref.WeakKeyDictionary()  # G -> compiled synthesis (traced once per generator)
 
@@ -387,7 +390,7 @@ class _Runner:
     def __init__(self, G, compile=True):
         self.G = G
         if not compile:
-            self.synthesis = lambda ws: G.synthesis(ws)
+            self.synthesis = lambda ws: G.synthesis(ws, **_SYNTHESIS_KWARGS)
             return
         try:
             fn = _COMPILED.get(G)
@@ -398,7 +401,7 @@ class _Runner:
                 ref = weakref.ref(G)                     # no strong reference from the cached value to its key
             except TypeError:
                 ref = lambda: G                          # noqa: E731
-            fn = tf.function(lambda ws: ref().synthesis(ws), reduce_retracing=True)
+            fn = tf.function(lambda ws: ref().synthesis(ws, **_SYNTHESIS_KWARGS), reduce_retracing=True)
             try:
                 _COMPILED[G] = fn
             except TypeError:

@@ -163,7 +163,7 @@ def load_generator(spec):
     * ``toy[:k=v,...]`` — :class:`afgan_tf.metrics.toy.ToyGenerator` (keys res, channels, z_dim, freqs,
       bandwidth, glue, seed), an analytic equivariant (glue=0) or pixel-glued (glue>0) stand-in;
     * ``random:<cfg>:<res>[:<seed>]`` — a randomly initialised afgan_tf Generator of a train.py preset
-      (cfg stylegan3-t / stylegan3-r / stylegan2; small capacity: cbase 4096, cmax 128);
+      (cfg stylegan3-t / stylegan3-r / stylegan2 / stylegan2-fourier; small capacity: cbase 4096, cmax 128);
     * otherwise a file: our ``.npz`` snapshot or an original ``.pkl`` via ``afgan_tf.convert.load_network``
       (G_ema is used).
     """
@@ -184,16 +184,12 @@ def load_generator(spec):
         if len(parts) not in (3, 4):
             raise ValueError(f"network spec {spec!r}: expected random:<cfg>:<res>[:<seed>]")
         import tensorflow as tf
-        from afgan_tf.networks import Generator
-        from afgan_tf.networks.presets import generator_kwargs
+        from afgan_tf.networks.presets import generator_class, generator_kwargs
         if len(parts) == 4:
             tf.random.set_seed(int(parts[3]))
             np.random.seed(int(parts[3]))
         kw = generator_kwargs(parts[1], int(parts[2]), cbase=4096, cmax=128)
-        if parts[1] == "stylegan2":
-            from afgan_tf.networks.stylegan2 import Generator as StyleGAN2Generator
-            return StyleGAN2Generator(**kw)
-        return Generator(**kw)
+        return generator_class(parts[1])(**kw)
     if not os.path.exists(spec):
         raise FileNotFoundError(f"--network: file not found: {spec}")
     try:

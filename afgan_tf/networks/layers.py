@@ -315,8 +315,11 @@ class SynthesisInput(keras.layers.Layer):
         phases = tf.convert_to_tensor(self.phases)[None] + tf.squeeze(
             tf.matmul(tf.broadcast_to(freqs, [tf.shape(w)[0], self.channels, 2]), trf[:, :2, 2:]), 2)  # [N, C]
         freqs = tf.matmul(tf.broadcast_to(freqs, [tf.shape(w)[0], self.channels, 2]), trf[:, :2, :2])  # [N, C, 2]
-        amplitudes = tf.clip_by_value(
-            1 - (tf.norm(freqs, axis=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth), 0, 1)  # [N, C]
+        if self.sampling_rate / 2 > self.bandwidth:
+            amplitudes = tf.clip_by_value(
+                1 - (tf.norm(freqs, axis=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth), 0, 1)
+        else:  # no roll-off band (b = s0/2, e.g. the StyleGAN2 config-b input): the limit, a hard cut at b
+            amplitudes = tf.cast(tf.norm(freqs, axis=2) <= self.bandwidth * (1 + 1e-6), tf.float32)  # [N, C]
         sw, sh = self.size
         gx = tf.constant((np.arange(sw) + 0.5 - sw / 2) / self.sampling_rate, tf.float32)  # [W]
         gy = tf.constant((np.arange(sh) + 0.5 - sh / 2) / self.sampling_rate, tf.float32)  # [H]

@@ -3,11 +3,16 @@
 ``generator_kwargs(cfg, img_resolution, ...)`` / ``discriminator_kwargs(cfg, img_resolution, ...)`` return the
 constructor kwargs (the original's ``G_kwargs`` / ``D_kwargs`` plus ``c_dim, img_resolution, img_channels``), so
 ``Generator(**generator_kwargs('stylegan3-t', 256))`` builds the default StyleGAN3-T at 256x256.
+``stylegan2-fourier`` (ours, not in the original train.py) is the paper's config b: the ``stylegan2`` kwargs plus
+``input_type='fourier'`` (Fourier-feature input instead of the learned constant; EQ-T / EQ-R become measurable).
+``generator_class(cfg)`` returns the class to build (StyleGAN3 ``Generator`` or ``stylegan2.Generator``).
 """
 
-CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2")
+CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2", "stylegan2-fourier")
+STYLEGAN2_CONFIGS = ("stylegan2", "stylegan2-fourier")
 
-__all__ = ["CONFIGS", "generator_kwargs", "discriminator_kwargs", "magnitude_ema_beta"]
+__all__ = ["CONFIGS", "STYLEGAN2_CONFIGS", "generator_kwargs", "discriminator_kwargs", "magnitude_ema_beta",
+           "generator_class"]
 
 
 def _check_cfg(cfg):
@@ -24,6 +29,16 @@ def _check_common(img_resolution, img_channels, c_dim, cbase, cmax):
         raise ValueError(f"img_resolution must be a power of two, got {img_resolution}")
 
 
+def generator_class(cfg):
+    """The generator class for ``cfg``: ``stylegan2.Generator`` for the StyleGAN2 configs, else ``Generator``."""
+    _check_cfg(cfg)
+    if cfg in STYLEGAN2_CONFIGS:
+        from .stylegan2 import Generator
+    else:
+        from .generator import Generator
+    return Generator
+
+
 def magnitude_ema_beta(batch):
     """train.py's StyleGAN3 magnitude EMA decay: half-life of 20k images, one update per batch."""
     if not batch > 0:
@@ -33,24 +48,26 @@ def magnitude_ema_beta(batch):
 
 def generator_kwargs(cfg, img_resolution, img_channels=3, c_dim=0, cbase=32768, cmax=512, map_depth=None, batch=32,
                      fp32=False):
-    """Generator constructor kwargs for ``cfg`` in {'stylegan3-t', 'stylegan3-r', 'stylegan2'}.
+    """Generator constructor kwargs for ``cfg`` in {'stylegan3-t', 'stylegan3-r', 'stylegan2', 'stylegan2-fourier'}.
 
     Common: z_dim = w_dim = 512, mapping depth ``map_depth`` (default 2 for StyleGAN3, 8 for StyleGAN2),
     channel_base/max = cbase/cmax, num_fp16_res 4 and conv_clamp 256 (0 / None with ``fp32``).
     StyleGAN3: magnitude_ema_beta = 0.5 ** (batch / 20000); -R additionally doubles channel_base and channel_max,
-    uses conv_kernel 1 and radial filters.
+    uses conv_kernel 1 and radial filters. stylegan2-fourier: the stylegan2 kwargs + ``input_type='fourier'``.
     """
     _check_cfg(cfg)
     _check_common(img_resolution, img_channels, c_dim, cbase, cmax)
     if map_depth is None:
-        map_depth = 8 if cfg == "stylegan2" else 2
+        map_depth = 8 if cfg in STYLEGAN2_CONFIGS else 2
     if isinstance(map_depth, bool) or not isinstance(map_depth, int) or map_depth < 1:
         raise ValueError(f"map_depth must be an int >= 1, got {map_depth!r}")
     kw = dict(z_dim=512, c_dim=c_dim, w_dim=512, img_resolution=img_resolution, img_channels=img_channels,
               mapping_kwargs=dict(num_layers=map_depth), channel_base=cbase, channel_max=cmax,
               num_fp16_res=0 if fp32 else 4, conv_clamp=None if fp32 else 256)
-    if cfg == "stylegan2":
+    if cfg in STYLEGAN2_CONFIGS:
         kw["fused_modconv_default"] = "inference_only"  # as the original's train.py (no numerical effect here)
+        if cfg == "stylegan2-fourier":
+            kw["input_type"] = "fourier"
     else:
         kw["magnitude_ema_beta"] = magnitude_ema_beta(batch)
     if cfg == "stylegan3-r":

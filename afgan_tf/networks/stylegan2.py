@@ -13,7 +13,10 @@
 
 Parameter names / layouts of the original: ``original_state_dict()`` / ``load_original_state_dict()``.
 float32 on CPU; per-block float16 only with a GPU (``num_fp16_res``, not with ``force_fp32``).
-There is no ``synthesis.input.transform`` here (tools needing it must check ``hasattr``).
+Input of ``b4``: ``input_type='const'`` (default; the original: learned 4x4 constant, no ``synthesis.input``) or
+``input_type='fourier'`` (the paper's config b: fixed Fourier features, ``SynthesisInput`` with 4x4 samples at 4 per
+canvas unit, bandwidth 2, not w-transformed; ``G.synthesis.input.transform`` is the user transform used by the
+equivariance metrics / tools / export). Tools needing the transform must check ``hasattr(G.synthesis, 'input')``.
 """
 import json
 import math
@@ -27,15 +30,18 @@ from ..ops.conv2d_resample import conv2d_resample
 from ..ops.upfirdn2d import setup_filter, upsample2d
 from . import layers as _layers
 from .generator import GeneratorBase
-from .layers import BUFFER, CONV, FILTER, FullyConnectedLayer, MappingNetwork, OriginalEntry, _check_kwargs
+from .layers import (BUFFER, CONV, FILTER, FullyConnectedLayer, MappingNetwork, OriginalEntry, SynthesisInput,
+                     _check_kwargs)
 
-__all__ = ["Generator", "SynthesisNetwork", "SynthesisBlock", "SynthesisLayer", "ToRGBLayer", "NOISE_MODES"]
+__all__ = ["Generator", "SynthesisNetwork", "SynthesisBlock", "SynthesisLayer", "ToRGBLayer", "NOISE_MODES",
+           "INPUT_TYPES", "fourier_input_spec"]
 
 NOISE_MODES = ("random", "const", "none")
+INPUT_TYPES = ("const", "fourier")
 LAYER_KWARGS = ("kernel_size", "use_noise", "activation")
 BLOCK_KWARGS = ("architecture", "resample_filter", "conv_clamp", "fp16_channels_last", "fused_modconv_default") \
     + LAYER_KWARGS
-SYNTHESIS_KWARGS = ("channel_base", "channel_max", "num_fp16_res") + BLOCK_KWARGS
+SYNTHESIS_KWARGS = ("channel_base", "channel_max", "num_fp16_res", "input_type") + BLOCK_KWARGS
 MAPPING_KWARGS = ("num_layers", "embed_features", "layer_features", "activation", "lr_multiplier", "w_avg_beta")
 ARCHITECTURES = ("orig", "skip", "resnet")
 
@@ -49,6 +55,24 @@ def _act_gain(activation):
 def _check_noise_mode(noise_mode):
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+
+
+def _check_input_type(input_type):
+    if input_type not in INPUT_TYPES:
+        raise ValueError(f"input_type must be one of {INPUT_TYPES}, got {input_type!r}")
+
+
+def fourier_input_spec(resolution=4):
+    """``SynthesisInput`` geometry of the config-b Fourier input replacing the ``resolution``² constant.
+
+    The constant covers the unit canvas with ``resolution`` samples per axis and no margin, so the features are
+    sampled at the same points: ``size = resolution``, ``sampling_rate = resolution`` samples per canvas unit
+    (sample centres at (j + 0.5 - r/2) / r, i.e. ±0.375, ±0.125 for r = 4) and ``bandwidth = resolution / 2``
+    (frequencies uniform in the disc of radius 2 cycles per canvas unit = the Nyquist limit of the 4x4 grid: the
+    paper's "f_c = 2, matching the original 4x4 input resolution"). With b = s0/2 there is no roll-off band, so
+    ``SynthesisInput`` keeps every in-band feature at amplitude 1 (translations / rotations keep |f| <= b)."""
+    r = int(resolution)
+    return dict(size=r, sampling_rate=float(r), bandwidth=r / 2)
 
 
 class _ConstEntry(OriginalEntry):
@@ -230,8 +254,9 @@ class SynthesisBlock(keras.layers.Layer):
 
     def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, is_last, architecture="skip",
                  resample_filter=(1, 3, 3, 1), conv_clamp=256, use_fp16=False, fp16_channels_last=False,
-                 fused_modconv_default=True, **layer_kwargs):
+                 fused_modconv_default=True, input_type="const", **layer_kwargs):
         _check_kwargs(layer_kwargs, LAYER_KWARGS, "SynthesisBlock")
+        _check_input_type(input_type)
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
         super().__init__(name=f"b{int(resolution)}", autocast=False)
@@ -241,6 +266,7 @@ class SynthesisBlock(keras.layers.Layer):
         self.use_fp16, self.fp16_channels_last = bool(use_fp16), bool(fp16_channels_last)
         self.fused_modconv_default = fused_modconv_default
         self.conv_clamp = conv_clamp
+        self.input_type = input_type   # first block only: 'const' (learned) or 'fourier' (x given by the caller)
         self.resample_filter_taps = [float(t) for t in np.ravel(resample_filter)]
         self.resample_filter = setup_filter(self.resample_filter_taps)                 # [4, 4]
         self.layer_kwargs = dict(layer_kwargs)
@@ -248,10 +274,10 @@ class SynthesisBlock(keras.layers.Layer):
         self.num_torgb = 0
         lk = dict(w_dim=self.w_dim, resolution=self.resolution, resample_filter=self.resample_filter_taps,
                   conv_clamp=conv_clamp, **layer_kwargs)
-        if self.in_channels == 0:
+        if self.in_channels == 0 and self.input_type == "const":
             self.const = self.add_weight(shape=(self.resolution, self.resolution, self.out_channels),
                                          initializer=keras.initializers.RandomNormal(0.0, 1.0), name="const")
-        else:
+        elif self.in_channels != 0:
             self.conv0 = SynthesisLayer(self.in_channels, self.out_channels, up=2, name="conv0", **lk)
             self.num_conv += 1
         self.conv1 = SynthesisLayer(self.out_channels, self.out_channels, name="conv1", **lk)
@@ -279,13 +305,14 @@ class SynthesisBlock(keras.layers.Layer):
             raise ValueError(f"{self.name}: ws must have shape [N, {n_w}, {self.w_dim}], got {ws.shape}")
         dtype = self.compute_dtype_for(force_fp32)
         w_iter = iter(tf.unstack(ws, axis=1))
-        if self.in_channels == 0:
+        if self.in_channels == 0 and self.input_type == "const":
             n = tf.shape(ws)[0]
             x = tf.tile(tf.cast(self.const, dtype)[None], tf.stack([n, 1, 1, 1]))       # [N, 4, 4, out]
             x = tf.ensure_shape(x, [ws.shape[0], self.resolution, self.resolution, self.out_channels])
         else:
             if x is None:
-                raise ValueError(f"{self.name}: x is required (in_channels={self.in_channels})")
+                raise ValueError(f"{self.name}: x is required (in_channels={self.in_channels}, "
+                                 f"input_type={self.input_type!r})")
             x = tf.cast(x, dtype)
         if self.in_channels == 0:
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode)                      # [N, r, r, out]
@@ -306,7 +333,7 @@ class SynthesisBlock(keras.layers.Layer):
 
     def original_entries(self, prefix):
         out = []
-        if self.in_channels == 0:
+        if self.in_channels == 0 and self.input_type == "const":
             out.append(_ConstEntry(prefix + "const", BUFFER, self.const))
         out.append(OriginalEntry(prefix + "resample_filter", FILTER, self.resample_filter.numpy()))
         if self.in_channels != 0:
@@ -323,7 +350,7 @@ class SynthesisBlock(keras.layers.Layer):
                    resolution=self.resolution, img_channels=self.img_channels, is_last=self.is_last,
                    architecture=self.architecture, resample_filter=self.resample_filter_taps,
                    conv_clamp=self.conv_clamp, use_fp16=self.use_fp16, fp16_channels_last=self.fp16_channels_last,
-                   fused_modconv_default=self.fused_modconv_default)
+                   fused_modconv_default=self.fused_modconv_default, input_type=self.input_type)
         cfg.update(self.layer_kwargs)
         return cfg
 
@@ -334,13 +361,16 @@ class SynthesisNetwork(keras.layers.Layer):
     Args (the original's): w_dim, img_resolution (power of 2 >= 4), img_channels, channel_base (32768),
       channel_max (512), num_fp16_res (4: the highest resolutions >= max(2^(log2 R + 1 - num_fp16_res), 8) use fp16
       on a GPU), block kwargs (architecture, resample_filter, conv_clamp, fp16_channels_last, fused_modconv_default,
-      kernel_size, use_noise, activation).
+      kernel_size, use_noise, activation), input_type ('const' | 'fourier', ours: see ``fourier_input_spec``).
     ``num_ws`` = sum of the blocks' convs + 1 (last ToRGB); the ToRGB of block r shares its w with conv0 of 2r.
+    With ``input_type='fourier'`` the Fourier features use no w (config b: not w-transformed; the layer's affine is
+    frozen at the identity and fed zeros), so ``num_ws`` and the call convention are unchanged.
     """
 
     def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, num_fp16_res=4,
-                 name="synthesis", **block_kwargs):
+                 input_type="const", name="synthesis", **block_kwargs):
         _check_kwargs(block_kwargs, BLOCK_KWARGS, "stylegan2.SynthesisNetwork")
+        _check_input_type(input_type)
         super().__init__(name=name, autocast=False)
         r = int(img_resolution)
         if r < 4 or r & (r - 1):
@@ -348,21 +378,35 @@ class SynthesisNetwork(keras.layers.Layer):
         self.w_dim, self.img_resolution, self.img_channels = int(w_dim), r, int(img_channels)
         self.channel_base, self.channel_max, self.num_fp16_res = int(channel_base), int(channel_max), int(num_fp16_res)
         self.block_kwargs = dict(block_kwargs)
+        self.input_type = input_type
         log2 = int(np.log2(r))
         self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
         channels = {res: min(self.channel_base // res, self.channel_max) for res in self.block_resolutions}
         fp16_resolution = max(2 ** (log2 + 1 - self.num_fp16_res), 8)
+        if self.input_type == "fourier":
+            self.input_layer = SynthesisInput(self.w_dim, channels[4], name="input", **fourier_input_spec(4))
+            self.input_layer.affine.trainable = False   # config b: fixed features, no learned w-transform
         self.num_ws = 0
         for res in self.block_resolutions:
             in_ch = channels[res // 2] if res > 4 else 0
             block = SynthesisBlock(in_ch, channels[res], w_dim=self.w_dim, resolution=res,
                                    img_channels=self.img_channels, is_last=(res == r),
-                                   use_fp16=(res >= fp16_resolution), **block_kwargs)
+                                   use_fp16=(res >= fp16_resolution),
+                                   input_type=(self.input_type if res == 4 else "const"), **block_kwargs)
             self.num_ws += block.num_conv
             if res == r:
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)   # plain attributes (checkpoint-visible), named like the original
         self.built = True
+
+    @property
+    def input(self):
+        """The Fourier-feature ``SynthesisInput`` (``input_type='fourier'`` only; ``.transform`` is the user
+        transform). Raises AttributeError for the learned constant, so ``hasattr(synthesis, 'input')`` is False."""
+        if self.input_type != "fourier":
+            raise AttributeError("this StyleGAN2 synthesis network has a learned constant input (input_type='const'): "
+                                 "no synthesis.input / input.transform; build it with input_type='fourier'")
+        return self.input_layer
 
     @property
     def blocks(self):
@@ -383,15 +427,28 @@ class SynthesisNetwork(keras.layers.Layer):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
         return ws
 
-    def call(self, ws, noise_mode="random", force_fp32=False, fused_modconv=None, update_emas=False):
-        """ws ``[N, num_ws, w_dim]`` -> image ``[N, R, R, img_channels]`` float32."""
-        return self.run(ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv)[-1][1]
+    def call(self, ws, noise_mode="random", force_fp32=False, fused_modconv=None, update_emas=False, transform=None):
+        """ws ``[N, num_ws, w_dim]`` -> image ``[N, R, R, img_channels]`` float32.
+        ``transform`` (``input_type='fourier'`` only; ``[3, 3]`` / ``[N, 3, 3]``) overrides ``input.transform``."""
+        return self.run(ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv,
+                        transform=transform)[-1][1]
 
-    def run(self, ws, noise_mode="random", force_fp32=False, fused_modconv=None):
+    def fourier_features(self, n, transform=None):
+        """The config-b input ``[n, 4, 4, C]`` (float32) for the current / given user transform."""
+        if self.input_type != "fourier":
+            raise ValueError("fourier_features: this network has input_type='const' (no Fourier input)")
+        return self.input_layer(tf.zeros(tf.stack([n, self.w_dim]), tf.float32), transform=transform)
+
+    def run(self, ws, noise_mode="random", force_fp32=False, fused_modconv=None, transform=None):
         """Like ``call`` but returns ``[(x, img) per block]`` (NHWC; for tests / debugging)."""
         _check_noise_mode(noise_mode)
         ws = self._check_ws(ws)
         x = img = None
+        if self.input_type == "fourier":
+            x = self.fourier_features(tf.shape(ws)[0], transform=transform)              # [N, 4, 4, C]
+        elif transform is not None:
+            raise ValueError("transform: this StyleGAN2 network has a learned constant input (input_type='const') "
+                             "and cannot be translated / rotated; use input_type='fourier'")
         outs = []
         for block, bws in zip(self.blocks, self.block_ws(ws)):
             x, img = block(x, img, bws, force_fp32=force_fp32, fused_modconv=fused_modconv, noise_mode=noise_mode)
@@ -399,7 +456,7 @@ class SynthesisNetwork(keras.layers.Layer):
         return outs
 
     def original_entries(self, prefix):
-        out = []
+        out = self.input_layer.original_entries(prefix + "input.") if self.input_type == "fourier" else []
         for res, block in zip(self.block_resolutions, self.blocks):
             out += block.original_entries(prefix + f"b{res}.")
         return out
@@ -407,7 +464,7 @@ class SynthesisNetwork(keras.layers.Layer):
     def get_config(self):
         cfg = dict(name=self.name, w_dim=self.w_dim, img_resolution=self.img_resolution,
                    img_channels=self.img_channels, channel_base=self.channel_base, channel_max=self.channel_max,
-                   num_fp16_res=self.num_fp16_res)
+                   num_fp16_res=self.num_fp16_res, input_type=self.input_type)
         cfg.update(self.block_kwargs)
         return cfg
 
@@ -427,7 +484,9 @@ class Generator(GeneratorBase):
     Args (exactly the original's): z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs (num_layers
       (8), lr_multiplier, w_avg_beta; embed_features / layer_features must equal w_dim, activation 'lrelu'),
       synthesis kwargs: channel_base, channel_max, num_fp16_res, architecture, resample_filter, conv_clamp,
-      fp16_channels_last, fused_modconv_default, kernel_size, use_noise, activation.
+      fp16_channels_last, fused_modconv_default, kernel_size, use_noise, activation; and ours: input_type
+      ('const' default = the original; 'fourier' = the paper's config b, see ``fourier_input_spec``; stored in
+      ``init_kwargs`` only when given, so the original's kwargs round-trip unchanged).
     Call: ``G(z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, noise_mode='random',
     force_fp32=False)`` -> float32 ``[N, R, R, img_channels]``.
     """

@@ -9,7 +9,7 @@ import json
 import os
 import re
 
-CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2")
+CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2", "stylegan2-fourier")  # last: paper config b (ours)
 AUG_MODES = ("noaug", "ada", "fixed")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
@@ -36,6 +36,7 @@ CONFIG_DEFAULTS = {
     "stylegan3-r": dict(glr=0.0025, map_depth=2, style_mixing_prob=0.0, pl_weight=0.0, G_reg_interval=None),
     "stylegan2": dict(glr=0.002, map_depth=8, style_mixing_prob=0.9, pl_weight=2.0, G_reg_interval=4),
 }
+CONFIG_DEFAULTS["stylegan2-fourier"] = CONFIG_DEFAULTS["stylegan2"]  # StyleGAN2 with Fourier-feature input
 
 
 class OptionError(ValueError):
