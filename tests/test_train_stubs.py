@@ -182,16 +182,17 @@ def compare_strategies(steps=6, batch=8):
     from afgan_tf.training import distribute
     mirrored = distribute.make_strategy("mirrored", cpu_replicas=2)
     default = distribute.make_strategy("default")
-    ta = make_trainer(make_opts(batch=batch, replicas=1, steps=steps, aug="ada"), default, log=lambda *a: None)
+    oa = make_opts(batch=batch, replicas=1, steps=steps, aug="ada")
+    ob = make_opts(batch=batch, batch_gpu=batch // 2, replicas=2, steps=steps, aug="ada")
+    for o in (oa, ob):
+        o["ada_kimg"], o["ada_target"] = 0.1, -2.0
+    ta = make_trainer(oa, default, log=lambda *a: None)
     w0 = weights_of(ta)
-    tb = make_trainer(make_opts(batch=batch, batch_gpu=batch // 2, replicas=2, steps=steps, aug="ada"), mirrored,
-                      log=lambda *a: None)
+    tb = make_trainer(ob, mirrored, log=lambda *a: None)
     for net_a, net_b in ((ta.G, tb.G), (ta.D, tb.D), (ta.G_ema, tb.G_ema)):
         for va, vb in zip(net_a.weights, net_b.weights):
             vb.assign(tf.convert_to_tensor(va))
     for t in (ta, tb):
-        t.opts["ada_kimg"] = 0.1
-        t.opts["ada_target"] = -2.0
         t.make_iterator()
         for _ in range(steps):
             t.train_iteration()

@@ -14,12 +14,17 @@ is split into ``batch_gpu`` chunks (gradient accumulation). Each chunk's loss is
 (times the lazy gain), so the gradients, summed over chunks and all-reduced (SUM) across replicas by the Keras 3
 optimiser, are the global-batch mean, independent of the number of replicas and of ``batch_gpu``. (The original sums
 chunk means and averages over GPUs: the same direction, a different overall scale, which Adam ignores up to eps.)
-Non-finite gradient entries are sanitised per replica before the optimiser's all-reduce (NaN -> 0, ±inf -> ±1e5);
-a non-finite *loss* stops training with an error and the last good checkpoint is kept.
+The loop all-reduces the accumulated gradients itself and then sanitises non-finite entries (NaN -> 0,
+±inf -> ±1e5; spec §5.1: after the reduction); the optimisers apply them without reducing again. With mixed precision
+(float16 layers, GPU) every phase has a dynamic loss scale (``loss_scale.py``): the loss is multiplied by it, the
+reduced gradients are divided by it, and a step whose reduced gradients are not all finite is skipped (weights and
+Adam state untouched) while the scale halves. A non-finite *loss* stops training with an error and the last good
+checkpoint is kept. The ADA p update is ``augment.AdaController`` (its statistics and counter are checkpointed).
 
 Random numbers (z, label permutations) are stateless functions of ``(seed, step, phase)`` over the *global* batch, of
 which each replica takes its slice: a run is reproducible across strategies and across resume. The data order is a
-function of ``(seed, step)``: the dataset is rebuilt on resume and the consumed batches skipped.
+function of ``(seed, step)``: the dataset is rebuilt on resume and the consumed batches skipped (``make_dataset``
+skips them before decoding).
 
 :func:`run_training` adds the bookkeeping of spec §5.7: run directory, log, stats.jsonl, TensorBoard, ticks,
 image grids, snapshots, checkpoints, SIGTERM/SIGINT handling.
@@ -36,8 +41,10 @@ import numpy as np
 import tensorflow as tf
 
 from afgan_tf.training import stats as stats_lib
+from afgan_tf.training.augment import AdaController
 from afgan_tf.training.ema import ema_beta
 from afgan_tf.training.loss import StyleGAN2Loss, sanitize_gradients
+from afgan_tf.training.loss_scale import LossScale, all_finite
 from afgan_tf.training.checkpoint import CKPT_DIR, ResumeError, TrainCheckpoint, verify_checkpoint
 from afgan_tf.training.options import write_json_atomic
 
@@ -80,6 +87,30 @@ def _tf_var(v):
     """The tf.Variable behind a Keras 3 Variable (the variable itself otherwise)."""
     inner = getattr(v, "value", None)
     return inner if isinstance(inner, tf.Variable) else v
+
+
+_ADAM_CLASS = None
+
+
+def _pre_reduced_adam(**kwargs):
+    """A Keras Adam that applies the gradients it is given as they are.
+
+    Keras 3's TF optimisers all-reduce (SUM) the gradients when called in a replica context; the loop has already
+    reduced (and sanitised / unscaled) them, so that second reduction is switched off.
+    """
+    global _ADAM_CLASS
+    if _ADAM_CLASS is None:
+        import keras
+        if not hasattr(keras.optimizers.Adam, "_all_reduce_sum_gradients"):
+            raise RuntimeError(f"keras {keras.__version__}: Adam has no _all_reduce_sum_gradients; the training loop "
+                               f"reduces gradients itself and needs to switch the optimiser's reduction off")
+
+        class PreReducedAdam(keras.optimizers.Adam):
+            def _all_reduce_sum_gradients(self, grads_and_vars):
+                return list(grads_and_vars)
+
+        _ADAM_CLASS = PreReducedAdam
+    return _ADAM_CLASS(**kwargs)
 
 
 def _accumulate(acc, grads):
@@ -131,8 +162,6 @@ class Trainer:
         self.cur_nimg = 0
         self.cur_tick = 0
         self.tick_start_nimg = 0
-        self.ada_sum = 0.0
-        self.ada_num = 0.0
         self._built = False
 
     # -- construction -------------------------------------------------------------------------------------------
@@ -160,25 +189,29 @@ class Trainer:
                                       pl_batch_shrink=lk["pl_batch_shrink"], pl_decay=lk["pl_decay"],
                                       blur_init_sigma=lk["blur_init_sigma"], blur_fade_kimg=lk["blur_fade_kimg"],
                                       seed=o["random_seed"] + 2)
-            import keras
-            self.G_opt = keras.optimizers.Adam(**o["G_opt_kwargs"], name="G_opt")
-            self.D_opt = keras.optimizers.Adam(**o["D_opt_kwargs"], name="D_opt")
+            self.G_opt = _pre_reduced_adam(**o["G_opt_kwargs"], name="G_opt")
+            self.D_opt = _pre_reduced_adam(**o["D_opt_kwargs"], name="D_opt")
             self.G_opt.build(self.G.trainable_variables)
             self.D_opt.build(self.D.trainable_variables)
             i64 = dict(dtype=tf.int64, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-            f32 = dict(dtype=tf.float32, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self.state = dict(
                 step=tf.Variable(0, name="step", **i64), cur_nimg=tf.Variable(0, name="cur_nimg", **i64),
                 cur_tick=tf.Variable(0, name="cur_tick", **i64),
                 tick_start_nimg=tf.Variable(0, name="tick_start_nimg", **i64),
-                ada_sum=tf.Variable(0.0, name="ada_sum", **f32), ada_num=tf.Variable(0.0, name="ada_num", **f32),
                 seed=tf.Variable(o["random_seed"], name="seed", **i64),
                 batch_size=tf.Variable(self.batch_size, name="batch_size", **i64),
             )
-        # The loop's randomness is explicitly seeded (stateless z, seeded generators, seeded data order), so the
-        # global TF seed set for the initialisation above is cleared again: tf.data's seeded shuffles inside
-        # flat_map fail while a global seed is set (make_dataset's per-pass shuffles).
-        tf.random.set_seed(None)
+            # ADA: p from the sign of D's real logits (Dmain and Dreg, all replicas), every ada_interval iterations.
+            ada_mode = o["aug"] if self.augment_pipe is not None else "noaug"
+            self.ada = AdaController(None if self.augment_pipe is None else self.augment_pipe.p,
+                                     target=o["ada_target"] if o["ada_target"] is not None else 0.6,
+                                     interval=o["ada_interval"], kimg=o["ada_kimg"], batch=self.batch_size,
+                                     mode=ada_mode, name="ada")
+            # Dynamic loss scaling (mixed precision only), one scale per phase.
+            self.loss_scales = {}
+            if o.get("loss_scaling"):
+                for phase in ("Gmain", "Dmain", "Dreg") + (("Greg",) if self.G_reg_interval else ()):
+                    self.loss_scales[phase] = LossScale(**o.get("loss_scale_kwargs", {}), name=f"loss_scale_{phase}")
         self._g_vars = self.G.trainable_variables
         self._d_vars = self.D.trainable_variables
         # The loss module's tapes watch the backing tf.Variables (tape.watch refuses Keras 3 Variable wrappers).
@@ -257,10 +290,41 @@ class Trainer:
             return [None] * self.num_chunks
         return [t[i * self.batch_gpu:(i + 1) * self.batch_gpu] for i in range(self.num_chunks)]
 
-    def _apply(self, opt, grads, variables):
+    def _gain(self, phase, gain):
+        """The loss gain of a phase, times its loss scale under mixed precision (a tensor then)."""
+        ls = self.loss_scales.get(phase)
+        return gain if ls is None else ls.value() * gain
+
+    def _apply(self, phase, opt, grads, variables):
+        """Replica context: all-reduce (SUM) the accumulated gradients, then [loss scaling: check, unscale] sanitise
+        (NaN -> 0, ±inf -> ±1e5) and apply (the optimiser does not reduce again)."""
         # Variables without a gradient in this phase (e.g. D's output bias under R1) are skipped, like torch's Adam.
-        pairs = [(g, v) for g, v in zip(sanitize_gradients(grads), variables) if g is not None]
-        opt.apply_gradients(pairs)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
+        ctx = tf.distribute.get_replica_context()
+        if self.strategy.num_replicas_in_sync > 1:
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        ls = self.loss_scales.get(phase)
+        if ls is None:
+            opt.apply_gradients(zip(sanitize_gradients(grads), variables))
+            return
+        finite = all_finite(grads)                       # the same on every replica: the gradients are reduced
+        grads = sanitize_gradients(ls.unscale(grads))    # (a no-op when finite; otherwise the step is skipped)
+
+        def merged(strategy, finite, grads):
+            # The skip is a cond in cross-replica context around a per-replica apply (a cond whose branch calls
+            # merge_call, as apply_gradients does, is not allowed in replica context).
+            finite = strategy.experimental_local_results(finite)[0]
+
+            def apply_fn():
+                strategy.extended.call_for_each_replica(
+                    lambda g: opt.apply_gradients(zip(g, variables)), args=(grads,))
+                return tf.constant(True)
+
+            tf.cond(finite, apply_fn, lambda: tf.constant(False))
+            ls.update(finite)
+
+        ctx.merge_call(merged, args=(finite, grads))
 
     # Each chunk's gradient is that of sum(per-sample loss) / global batch: the loss module returns gradients of
     # ``mean_chunk(loss) * gain``, so gain = chunk / global batch (times the lazy interval for regularisers).
@@ -270,10 +334,11 @@ class Trainer:
         cs = self._gen_labels(labels, step, PHASE_SEEDS["Gmain"])
         grads, logits_all = None, []
         for z, c in zip(zs, cs):
-            _, g, st = self.loss.gmain_grads(z, c, cur_nimg, self._g_tf, gain=self.batch_gpu / self.batch_size)
+            _, g, st = self.loss.gmain_grads(z, c, cur_nimg, self._g_tf,
+                                             gain=self._gain("Gmain", self.batch_gpu / self.batch_size))
             grads = _accumulate(grads, g)
             logits_all.append(tf.cast(st["Loss/scores/fake"], tf.float32))
-        self._apply(self.G_opt, grads, self._g_vars)
+        self._apply("Gmain", self.G_opt, grads, self._g_vars)
         logits = tf.concat(logits_all, 0)                                                 # [b, 1]
         return {"Loss/scores/fake": _stat(logits), "Loss/signs/fake": _stat(tf.sign(logits)),
                 "Loss/G/loss": _stat(tf.nn.softplus(-logits))}
@@ -285,19 +350,20 @@ class Trainer:
         grads, fake, real = None, [], []
         for z, c, x, rc in zip(zs, cs, xs, rcs):
             _, g, st = self.loss.dmain_grads(x, rc, z, c, cur_nimg, self._d_tf,
-                                             gain=self.batch_gpu / self.batch_size)
+                                             gain=self._gain("Dmain", self.batch_gpu / self.batch_size))
             grads = _accumulate(grads, g)
             fake.append(tf.cast(st["Loss/scores/fake"], tf.float32))
             real.append(tf.cast(st["Loss/scores/real"], tf.float32))
-        self._apply(self.D_opt, grads, self._d_vars)
+        self._apply("Dmain", self.D_opt, grads, self._d_vars)
         lf, lr = tf.concat(fake, 0), tf.concat(real, 0)                                   # [b, 1]
+        self.ada.accumulate(lr)
         return {"Loss/scores/fake": _stat(lf), "Loss/signs/fake": _stat(tf.sign(lf)),
                 "Loss/scores/real": _stat(lr), "Loss/signs/real": _stat(tf.sign(lr)),
                 "Loss/D/loss": _stat(tf.nn.softplus(lf) + tf.nn.softplus(-lr))}
 
     def _d_reg(self, reals, labels, step, cur_nimg):
         xs, rcs = self._chunks(reals), self._chunks(labels if self.c_dim else None)
-        gain = self.D_reg_interval * self.batch_gpu / self.batch_size
+        gain = self._gain("Dreg", self.D_reg_interval * self.batch_gpu / self.batch_size)
         grads, real, pen, reg = None, [], [], []
         for x, rc in zip(xs, rcs):
             _, g, st = self.loss.dreg_grads(x, rc, cur_nimg, gain=gain, variables=self._d_tf)
@@ -305,8 +371,9 @@ class Trainer:
             real.append(tf.cast(st["Loss/scores/real"], tf.float32))
             pen.append(tf.cast(st["Loss/r1_penalty"], tf.float32))
             reg.append(tf.cast(st["Loss/D/reg"], tf.float32))
-        self._apply(self.D_opt, grads, self._d_vars)
+        self._apply("Dreg", self.D_opt, grads, self._d_vars)
         lr = tf.concat(real, 0)
+        self.ada.accumulate(lr)
         return {"Loss/scores/real": _stat(lr), "Loss/signs/real": _stat(tf.sign(lr)),
                 "Loss/r1_penalty": _stat(tf.concat(pen, 0)), "Loss/D/reg": _stat(tf.concat(reg, 0))}
 
@@ -314,14 +381,14 @@ class Trainer:
         """Path-length regularisation (stylegan2 config only; off for StyleGAN3)."""
         zs = self._noise(step, PHASE_SEEDS["Greg"])
         cs = self._gen_labels(labels, step, PHASE_SEEDS["Greg"])
-        gain = self.G_reg_interval * self.batch_gpu / self.batch_size
+        gain = self._gain("Greg", self.G_reg_interval * self.batch_gpu / self.batch_size)
         grads, pen, reg = None, [], []
         for z, c in zip(zs, cs):
             _, g, st = self.loss.greg_grads(z, c, gain=gain, variables=self._g_tf)
             grads = _accumulate(grads, g)
             pen.append(tf.cast(st["Loss/pl_penalty"], tf.float32))
             reg.append(tf.cast(st["Loss/G/reg"], tf.float32))
-        self._apply(self.G_opt, grads, self._g_vars)
+        self._apply("Greg", self.G_opt, grads, self._g_vars)
         return {"Loss/pl_penalty": _stat(tf.concat(pen, 0)), "Loss/G/reg": _stat(tf.concat(reg, 0))}
 
     # -- data ----------------------------------------------------------------------------------------------------
@@ -370,12 +437,9 @@ class Trainer:
                 raise NonFiniteLossError(
                     f"non-finite value in {', '.join(bad)} during phase {name} at step {self.step} "
                     f"(kimg {self.cur_nimg / 1000:.3f}); training stopped")
-            for k, (n, s_, sq) in res.items():
-                if collector is not None:
+            if collector is not None:
+                for k, (n, s_, sq) in res.items():
                     collector.add(k, n, s_, sq)
-                if k == "Loss/signs/real":
-                    self.ada_num += float(n)
-                    self.ada_sum += float(s_)
             results[name] = res
         t = time.perf_counter()
         beta = ema_beta(self.cur_nimg, self.batch_size, o["ema_kimg"], o["ema_rampup"])
@@ -384,20 +448,14 @@ class Trainer:
             timings["ema"] = timings.get("ema", 0.0) + time.perf_counter() - t
         self.cur_nimg += self.batch_size
         self.step += 1
-        if self.augment_pipe is not None and o["aug"] == "ada" and self.step % o["ada_interval"] == 0:
-            self._ada_update()
+        self.ada.step()  # counts the iteration; adjusts p every ada_interval-th (mode 'ada')
+        if collector is not None:
+            for phase, ls in self.loss_scales.items():
+                collector.set(f"Progress/loss_scale/{phase}", float(ls.scale.numpy()))
+                collector.set(f"Progress/skipped_steps/{phase}", int(ls.skipped.numpy()))
         if timings is not None:
             timings["iteration"] = timings.get("iteration", 0.0) + time.perf_counter() - t0
         return results
-
-    def _ada_update(self):
-        o = self.opts
-        if self.ada_num > 0:
-            rt = self.ada_sum / self.ada_num
-            adjust = np.sign(rt - o["ada_target"]) * (self.batch_size * o["ada_interval"]) / (o["ada_kimg"] * 1000)
-            p = float(self.augment_p)
-            self.augment_pipe.p.assign(max(p + adjust, 0.0))
-        self.ada_sum = self.ada_num = 0.0
 
     @property
     def augment_p(self):
@@ -411,6 +469,9 @@ class Trainer:
         objs = dict(G=self.G, D=self.D, G_ema=self.G_ema, G_opt=self.G_opt, D_opt=self.D_opt, **self.state)
         objs["pl_mean"] = self.loss.pl_mean
         objs["loss_rng"] = self.loss.rng
+        objs["ada"] = self.ada
+        for phase, ls in self.loss_scales.items():
+            objs[f"loss_scale_{phase}"] = ls
         if self.augment_pipe is not None:
             objs["augment_p"] = self.augment_pipe.p
             if isinstance(getattr(self.augment_pipe, "rng", None), tf.random.Generator):
@@ -424,8 +485,6 @@ class Trainer:
         st["cur_nimg"].assign(self.cur_nimg)
         st["cur_tick"].assign(self.cur_tick)
         st["tick_start_nimg"].assign(self.tick_start_nimg)
-        st["ada_sum"].assign(self.ada_sum)
-        st["ada_num"].assign(self.ada_num)
 
     def pull_state(self):
         """Checkpointed variables -> Python loop state (after a restore)."""
@@ -440,8 +499,6 @@ class Trainer:
         self.cur_nimg = int(st["cur_nimg"].numpy())
         self.cur_tick = int(st["cur_tick"].numpy())
         self.tick_start_nimg = int(st["tick_start_nimg"].numpy())
-        self.ada_sum = float(st["ada_sum"].numpy())
-        self.ada_num = float(st["ada_num"].numpy())
 
     def load_weights(self, path):
         """``--resume=PKL|NPZ``: copy G, D, G_ema weights (buffers included) from a network file."""

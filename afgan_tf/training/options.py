@@ -143,6 +143,9 @@ def resolve_options(*, cfg, batch, gamma, data=None, outdir="training-runs", bat
         total_kimg=float(kimg), kimg_per_tick=float(tick), network_snapshot_ticks=int(snap),
         image_snapshot_ticks=int(snap), random_seed=int(seed), metrics=metric_list, fp32=bool(fp32),
         mixed_precision=bool(mixed_precision and not fp32), desc=desc, resume=resume,
+        # dynamic loss scaling of every phase whenever float16 layers are in use (training/loss_scale.py)
+        loss_scaling=bool(mixed_precision and not fp32),
+        loss_scale_kwargs=dict(initial_scale=2.0 ** 15, growth_interval=2000),
         deterministic=bool(deterministic),
     )
     return opts
