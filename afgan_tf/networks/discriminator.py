@@ -222,7 +222,7 @@ class DiscriminatorBlock(keras.layers.Layer):
 
     def compute_dtype_for(self, force_fp32=False):
         """float16 for the top ``num_fp16_res`` resolutions when a GPU is present (as the original), else float32."""
-        return tf.float16 if (self.use_fp16 and not force_fp32 and _layers.gpu_available()) else tf.float32
+        return tf.float16 if (self.use_fp16 and not force_fp32 and _layers.fp16_enabled()) else tf.float32
 
     def call(self, x, img, force_fp32=False):
         dtype = self.compute_dtype_for(force_fp32)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from .. import filters as _filters
 
 __all__ = ["FullyConnectedLayer", "MappingNetwork", "SynthesisInput", "SynthesisLayer", "SynthesisNetwork",
-           "OriginalEntry", "gpu_available"]
+           "OriginalEntry", "gpu_available", "fp16_enabled", "force_fp16"]
 
 # Kinds of original state_dict entries and their layout conversion (original <-> ours).
 FC = "fc"          # original [out, in]        <-> ours [in, out]
@@ -76,6 +76,28 @@ def gpu_available():
     if _GPU is None:
         _GPU = bool(tf.config.list_physical_devices("GPU"))
     return _GPU
+
+
+_FORCE_FP16 = None
+
+
+def force_fp16(enabled=True):
+    """Override the float16 decision of the ``use_fp16`` layers (G and D): True = float16 even without a GPU
+    (to exercise mixed precision on CPU), False = never, None = back to the default (env / GPU). Decided at trace
+    time: call it before the networks run (or trace)."""
+    global _FORCE_FP16
+    _FORCE_FP16 = None if enabled is None else bool(enabled)
+
+
+def fp16_enabled():
+    """True when layers flagged ``use_fp16`` compute in float16: with a GPU (as the original), or when forced by
+    :func:`force_fp16` or the environment variable ``AFGAN_TF_FORCE_FP16=1`` (CPU testing)."""
+    if _FORCE_FP16 is not None:
+        return _FORCE_FP16
+    import os
+    if os.environ.get("AFGAN_TF_FORCE_FP16", "0") not in ("", "0"):
+        return True
+    return gpu_available()
 
 
 def _const_init(value):
@@ -410,7 +432,7 @@ class SynthesisLayer(keras.layers.Layer):
         self.built = True
 
     def compute_dtype_for(self, force_fp32=False):
-        return tf.float16 if (self.use_fp16 and not force_fp32 and gpu_available()) else tf.float32
+        return tf.float16 if (self.use_fp16 and not force_fp32 and fp16_enabled()) else tf.float32
 
     def call(self, x, w, update_emas=False, force_fp32=False):
         """x ``[N, in_size, in_size, in_channels]``, w ``[N, w_dim]`` -> ``[N, out_size, out_size, out_channels]``."""

@@ -293,7 +293,7 @@ class SynthesisBlock(keras.layers.Layer):
         self.built = True
 
     def compute_dtype_for(self, force_fp32=False):
-        return tf.float16 if (self.use_fp16 and not force_fp32 and _layers.gpu_available()) else tf.float32
+        return tf.float16 if (self.use_fp16 and not force_fp32 and _layers.fp16_enabled()) else tf.float32
 
     def call(self, x, img, ws, force_fp32=False, fused_modconv=None, noise_mode="random", update_emas=False):
         """x ``[N, r/2, r/2, in]`` or None (first block), img ``[N, r/2, r/2, img_channels]`` or None,
