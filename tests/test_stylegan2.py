@@ -589,3 +589,27 @@ def test_export_translate_stylegan2_fourier(tmp_path):
     np.testing.assert_allclose(out, ref, atol=2e-5)
     plain = G.synthesis(G.mapping(z, None), noise_mode="const").numpy()
     assert np.abs(out - plain).max() > 1e-2
+
+
+def test_eq_compare_tool(tmp_path):
+    """tools/eq_compare.py: config a is n/a (no input transform), config b gets the same numbers as eq_metric
+    with the same seed; JSON / Markdown / picture written."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import eq_compare
+    from afgan_tf.metrics.equivariance import eq_metric
+    rec = eq_compare.run(str(tmp_path), res=16, cbase=256, cmax=8, cfgs=["stylegan2", "stylegan2-fourier"],
+                         num=4, seed=2, num_avg=2, frames=3, log=lambda *a: None)
+    a, b = rec["results"]
+    assert a["eqt50k_int"] is a["eqr50k"] is a["eqt50k_frac"] is None and a["snr"]["eqr50k"] is None
+    G = eq_compare.build_random("stylegan2-fourier", 16, 256, 8, net_seed=0)
+    for name in ("eqt50k_frac", "eqr50k"):
+        direct = eq_metric(G, name, num_samples=4, batch_size=4, seed=2)["psnr"]
+        assert np.isfinite(b[name]) and abs(b[name] - direct) < 1e-6, (name, b[name], direct)
+    assert abs(b["snr"]["eqr50k"] - (b["eqr50k"] + 20 * np.log10(b["rms"] / 2))) < 1e-9
+    md = (tmp_path / "eq_compare.md").read_text()
+    assert "| StyleGAN2 (config a, const input) |" in md and "n/a" in md and f"{b['eqr50k']:.2f}" in md
+    assert json.loads((tmp_path / "eq_compare.json").read_text())["results"][1]["eqr50k"] == b["eqr50k"]
+    from PIL import Image
+    assert Image.open(tmp_path / "eq_compare.png").size[0] > 0
