@@ -201,3 +201,53 @@ def compare_strategies(steps=6, batch=8):
     print("MAXCHANGE", max(float(np.abs(wa[k] - w0[k]).max()) for k in wa))
     print("P", ta.augment_p, tb.augment_p)
     print("REPLICAS", ta.strategy.num_replicas_in_sync, tb.strategy.num_replicas_in_sync)
+
+
+def check_sanitise_after_reduction():
+    """MirroredStrategy over 2 logical CPUs: replica 0's gradient of D's conv bias holds +inf, NaN, -inf; replica 1's
+    is finite. The loop reduces first, then sanitises: the applied gradient (= Adam's first moment, beta1 = 0) is
+    [1e5, 0, -1e5, sum, ...]. With loss scaling the same gradients skip the step on both replicas."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    from afgan_tf.training import distribute
+    strategy = distribute.make_strategy("mirrored", cpu_replicas=2)
+    inf, nan = np.float32("inf"), np.float32("nan")
+    r0 = np.array([inf, nan, -inf, 1.0, 0.5, 0, 0, 0], np.float32)
+    r1 = np.array([2.0, 5.0, 3.0, 1.0, 0.25, 0, 0, 0], np.float32)
+    for loss_scaling in (False, True):
+        opts = make_opts(batch=8, batch_gpu=4, replicas=2, steps=4, aug="noaug")
+        opts["loss_scaling"] = loss_scaling
+        opts["loss_scale_kwargs"] = dict(initial_scale=4.0, growth_interval=2000)
+        t = make_trainer(opts, strategy, log=lambda *a: None)
+        bias = [i for i, v in enumerate(t._d_vars) if tuple(v.shape) == (8,)]
+        assert len(bias) == 1, [tuple(v.shape) for v in t._d_vars]
+        bi = bias[0]
+        before = [[x.numpy() for x in strategy.experimental_local_results(tf.convert_to_tensor(v))]
+                  for v in t._d_vars]
+
+        @tf.function
+        def step():
+            def fn():
+                rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+                g_bias = tf.where(tf.equal(rid, 0), tf.constant(r0), tf.constant(r1))
+                grads = [g_bias if i == bi else tf.zeros(v.shape, v.dtype) for i, v in enumerate(t._d_vars)]
+                t._apply("Dmain", t.D_opt, grads, t._d_vars)
+            strategy.run(fn)
+        step()
+        m = t.D_opt._momentums[bi]
+        ms = [x.numpy() for x in strategy.experimental_local_results(m)]
+        if not loss_scaling:
+            want = np.array([1e5, 0, -1e5, 2.0, 0.75, 0, 0, 0], np.float32)
+            for mv in ms:
+                np.testing.assert_array_equal(mv, want)
+            print("SANITISE-OK", ms[0].tolist(), flush=True)
+        else:
+            for mv in ms:
+                np.testing.assert_array_equal(mv, np.zeros(8, np.float32))
+            for v, b in zip(t._d_vars, before):
+                for x, y in zip(strategy.experimental_local_results(v), b):
+                    np.testing.assert_array_equal(tf.convert_to_tensor(x).numpy(), y)
+            ls = t.loss_scales["Dmain"]
+            assert float(ls.scale.numpy()) == 2.0 and int(ls.skipped.numpy()) == 1, (ls.scale, ls.skipped)
+            assert int(t.D_opt.iterations.numpy()) == 0
+            print("SKIP-OK", flush=True)
