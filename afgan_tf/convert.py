@@ -42,10 +42,10 @@ _POSITIONAL = {
 
 def _generator_kind(state_dict):
     keys = list(state_dict)
+    if any(k.startswith("synthesis.b4.") for k in keys):   # first: StyleGAN2 with input_type='fourier' has both
+        return "stylegan2.Generator"
     if any(k.startswith("synthesis.input.") for k in keys):
         return "stylegan3.Generator"
-    if any(k.startswith("synthesis.b4.") for k in keys):
-        return "stylegan2.Generator"
     raise ValueError("generator state_dict has neither synthesis.input.* (StyleGAN3) nor synthesis.b4.* "
                      f"(StyleGAN2) entries; first keys: {keys[:5]}")
 
