@@ -2,6 +2,12 @@
 small and the full-size StyleGAN3-T at 64x64, and the time split by phase.
 
   .venv/bin/python benchmarks/bench_train.py [--configs=small,full] [--res=64] [--batch=8] [--reps=3]
+  .venv/bin/python benchmarks/bench_train.py --configs=small,small+ls      # cost of the loss-scaling path (fp32)
+  .venv/bin/python benchmarks/bench_train.py --resume-skip=2000 [--batch=32]  # data repositioning on resume
+
+A config name with ``+ls`` runs with dynamic loss scaling on (float32 layers: it measures the bookkeeping only).
+``--resume-skip=N``: time to the first batch after skipping N batches of the embedded 32x32 dataset, with
+``make_dataset(skip=N)`` (no decoding of skipped images) and with ``make_dataset().skip(N)`` (decode, then skip).
 
 Each phase's compiled step (the ones the training loop runs) is timed separately after a warm-up call (tracing);
 an iteration costs ``Gmain + Dmain + Dreg/16 + ema``. Synthetic in-memory data, ADA on (p = 0), default strategy.
@@ -29,10 +35,11 @@ def bench(name, res, batch, reps, mbstd):
     import tensorflow as tf
     from afgan_tf.training.loop import Trainer, array_dataset_fn
     from afgan_tf.training.options import resolve_options
-    c = CONFIGS[name]
+    c = CONFIGS[name.split("+")[0]]
     opts = resolve_options(cfg="stylegan3-t", batch=batch, gamma=0.5, kimg=1, cbase=c["cbase"], cmax=c["cmax"],
                            map_depth=c["map_depth"], mbstd_group=mbstd, img_resolution=res, img_channels=3,
                            dataset_name="synthetic")
+    opts["loss_scaling"] = name.endswith("+ls")
     rng = np.random.RandomState(0)
     images = rng.randint(0, 255, [max(4 * batch, 32), res, res, 3]).astype(np.uint8)
     t0 = time.perf_counter()
@@ -68,6 +75,29 @@ def bench(name, res, batch, reps, mbstd):
                 sec_per_iter=it_s, sec_per_kimg=it_s / batch * 1000, img_per_s=batch / it_s)
 
 
+def bench_resume_skip(skip, batch):
+    """Seconds to the first batch after ``skip`` batches: skip before decoding vs decode-then-skip."""
+    from afgan_tf import data as data_lib
+    path = data_lib.default_dataset(resolution=32, verbose=False)
+    info = data_lib.dataset_info(path)
+    out = {}
+    for how in ("make_dataset(skip=N)", "make_dataset().skip(N)"):
+        t = time.perf_counter()
+        if how.startswith("make_dataset(skip"):
+            ds = data_lib.make_dataset(path, batch_size=batch, mirror=True, seed=0, skip=skip)
+        else:
+            ds = data_lib.make_dataset(path, batch_size=batch, mirror=True, seed=0).skip(skip)
+        first = next(iter(ds))[0].numpy()
+        out[how] = (time.perf_counter() - t, first)
+    (ta, a), (tb, b) = out.values()
+    same = np.array_equal(a, b)
+    print(f"resume skip of {skip} batches of {batch} ({skip * batch:,} images, {info['count']} in the dataset, "
+          f"mirrored): make_dataset(skip=N) {ta:.2f}s, make_dataset().skip(N) {tb:.2f}s (x{tb / ta:.0f}); "
+          f"same first batch: {same}")
+    if not same:
+        raise SystemExit("the two pipelines disagree")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default="small,full")
@@ -75,9 +105,12 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--mbstd", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--resume-skip", type=int, default=0)
     a = ap.parse_args()
+    if a.resume_skip:
+        return bench_resume_skip(a.resume_skip, a.batch)
     names = [n for n in a.configs.split(",") if n]
-    bad = [n for n in names if n not in CONFIGS]
+    bad = [n for n in names if n.split("+")[0] not in CONFIGS or n.split("+")[1:] not in ([], ["ls"])]
     if bad:
         ap.error(f"--configs: unknown {bad}; choose from {list(CONFIGS)}")
     import tensorflow as tf

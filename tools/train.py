@@ -84,6 +84,7 @@ def run(fv):
     except FileNotFoundError as e:
         return fail(e, 2)
     from afgan_tf import data as data_lib
+    from afgan_tf.networks.layers import fp16_enabled
     if spec.kind == "inplace":
         opts = options.load_options(spec.run_dir)
         for name, key in (("kimg", "total_kimg"), ("tick", "kimg_per_tick"), ("snap", "network_snapshot_ticks")):
@@ -114,7 +115,7 @@ def run(fv):
                 num_replicas=replicas, num_workers=num_workers, deterministic=flag("deterministic"),
                 res=flag("res"), cond=flag("cond"), preset=flag("preset"), img_resolution=info["resolution"],
                 img_channels=info["channels"], c_dim=info["c_dim"] if flag("cond") else 0, dataset_name=name,
-                dataset_size=info["count"], mixed_precision=bool(tf.config.list_physical_devices("GPU")))
+                dataset_size=info["count"], mixed_precision=fp16_enabled())  # GPU or AFGAN_TF_FORCE_FP16=1
         except OptionError as e:
             return fail(e, 2)
         options.apply_resume_settings(opts, weights_only=spec.kind == "weights")

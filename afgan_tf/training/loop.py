@@ -221,6 +221,9 @@ class Trainer:
             raise ValueError("G and D must have trainable variables")
         self._ema_pairs = list(zip(self.G_ema.trainable_variables, self.G.trainable_variables))
         self._buf_pairs = list(zip(self.G_ema.non_trainable_variables, self.G.non_trainable_variables))
+        if self.loss_scales:
+            self.log(f"Mixed precision: float16 layers, dynamic loss scaling of {', '.join(self.loss_scales)} "
+                     f"(initial scale {float(next(iter(self.loss_scales.values())).scale.numpy()):g})")
         self._compile_steps()
         self._built = True
         return self
