@@ -25,6 +25,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(__AVX512F__) && defined(__BMI2__)
+#include <immintrin.h>
+#endif
+
 #include "afgan_common.h"
 #include "cpu_taps.h"
 #include "tensorflow/core/framework/op.h"
@@ -532,12 +536,430 @@ class Engine {
   int cblocks_ = 1, code_bytes_ = 1, tile_h_ = 1, tiles_ = 1, max_taps_ = 1;
 };
 
+// ------------------------------------------------------------------------------------------------
+// Streaming engine (separable filters in both stages; the common case).
+//
+// Work unit = (sample n, block of CB channels, band of output rows). A unit walks its output rows top
+// to bottom and computes every intermediate row exactly once, keeping only the rows still needed in
+// ring buffers (no halo recomputation, working set ~ a few hundred KB, i.e. L2-resident):
+//   source row i --x pass (+ bias, folded as b * sum of taps)--> U ring [RU][wj][CB]
+//   U ring --y pass + nonlinearity/code (or code mask)--> T row [wj][CB] --x pass--> V ring [RV][outW][CB]
+//   V ring --y pass--> output row o
+// All tap tables are padded to a uniform tap count per pass (zero weights) so the inner loops are
+// fixed-length for the common counts (template dispatch) and vectorise over the CB channels.
+#define AFGAN_AI inline __attribute__((always_inline))
+
+template <int CB>
+struct SVec {
+  static constexpr int W = CB >= 16 ? 16 : CB;
+  static constexpr int K = CB / W;
+  typedef float v __attribute__((vector_size(W * sizeof(float))));
+  typedef int32_t vi __attribute__((vector_size(W * sizeof(float))));
+  typedef uint32_t vu __attribute__((vector_size(W * sizeof(float))));
+  static inline v load(const float* p) { v r; std::memcpy(&r, p, sizeof(v)); return r; }
+  static inline void store(float* p, const v& r) { std::memcpy(p, &r, sizeof(v)); }
+};
+
+// 64-byte aligned growable float buffer (per thread, reused across calls).
+struct AlignedBuf {
+  float* p = nullptr;
+  size_t n = 0;
+  float* get(size_t m) {
+    if (m > n) {
+      std::free(p);
+      size_t bytes = ((std::max<size_t>(m, 16) * sizeof(float) + 63) / 64) * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      n = bytes / sizeof(float);
+    }
+    return p;
+  }
+  ~AlignedBuf() { std::free(p); }
+};
+
+struct StreamScratch {
+  AlignedBuf U, V, T, S;
+  std::vector<const float*> rows;
+};
+
+// Padded tap table of one pass: for output o, taps [o * nt, (o + 1) * nt) as (offset, weight);
+// lo/hi = source index range (lo >= hi: no taps, output is 0).
+struct PassTab {
+  int nt = 1;
+  std::vector<int> off, lo, hi;
+  std::vector<float> w, wsum;
+};
+
+// Builds the table for outputs [o0, o1) of `t`; offsets = (idx - base) * stride.
+inline PassTab MakePassTab(const Taps& t, int o0, int o1, int base, int stride, const std::vector<float>& g) {
+  PassTab p;
+  p.nt = 1;
+  for (int o = o0; o < o1; ++o) p.nt = std::max(p.nt, t.end(o) - t.begin(o));
+  const int n = std::max(0, o1 - o0);
+  p.off.assign(static_cast<size_t>(n) * p.nt, 0);
+  p.w.assign(static_cast<size_t>(n) * p.nt, 0.f);
+  p.lo.assign(n, 0);
+  p.hi.assign(n, 0);
+  p.wsum.assign(n, 0.f);
+  for (int o = o0; o < o1; ++o) {
+    const int r = o - o0;
+    int lo = 1 << 30, hi = -(1 << 30);
+    for (int q = t.begin(o); q < t.end(o); ++q) { lo = std::min(lo, t.idx[q]); hi = std::max(hi, t.idx[q] + 1); }
+    if (lo >= hi) { lo = hi = 0; }
+    p.lo[r] = lo;
+    p.hi[r] = hi;
+    int j = 0;
+    for (int q = t.begin(o); q < t.end(o); ++q, ++j) {
+      p.off[static_cast<size_t>(r) * p.nt + j] = (t.idx[q] - base) * stride;
+      p.w[static_cast<size_t>(r) * p.nt + j] = g[t.k[q]];
+      p.wsum[r] += g[t.k[q]];
+    }
+    for (; j < p.nt; ++j) p.off[static_cast<size_t>(r) * p.nt + j] = (lo - base) * stride;  // zero-weight pad
+  }
+  return p;
+}
+
+inline int MaxSpan(const PassTab& p) {
+  int m = 1;
+  for (size_t r = 0; r < p.lo.size(); ++r) m = std::max(m, p.hi[r] - p.lo[r]);
+  return m;
+}
+
+// x pass: dst[e][0:CB] = sum_q w[e][q] * src[off[e][q] + 0:CB] (+ wsum[e] * bias).
+template <int CB, int NT>
+inline void XPass(float* __restrict dst, const float* __restrict src, const int* __restrict off,
+                  const float* __restrict w, int nt_rt, int nout, const float* __restrict wsum,
+                  const float* __restrict bias) {
+  using V = SVec<CB>;
+  const int nt = NT > 0 ? NT : nt_rt;
+  typename V::v b[V::K];
+  for (int k = 0; k < V::K; ++k) b[k] = bias ? V::load(bias + k * V::W) : typename V::v{};
+  for (int e = 0; e < nout; ++e, off += nt, w += nt) {
+    typename V::v acc[V::K];
+    for (int k = 0; k < V::K; ++k) acc[k] = wsum[e] * b[k];
+    for (int q = 0; q < nt; ++q) {
+      const float* s = src + off[q];
+      const float wq = w[q];
+      for (int k = 0; k < V::K; ++k) acc[k] += wq * V::load(s + k * V::W);
+    }
+    for (int k = 0; k < V::K; ++k) V::store(dst + static_cast<size_t>(e) * CB + k * V::W, acc[k]);
+  }
+}
+
+// y pass: for each pixel e, acc = sum_q w[q] * rows[q][e * CB + 0:CB]; epi(e, acc).
+template <int CB, int NT, class Epi>
+AFGAN_AI void YPass(const float* const* rows_in, const float* w_in, int nt_rt, int npix, Epi& epi) {
+  using V = SVec<CB>;
+  constexpr int NB = NT > 0 ? NT : 1;
+  const float* rows[NB];
+  float w[NB];
+  if (NT > 0)
+    for (int q = 0; q < NB; ++q) { rows[q] = rows_in[q]; w[q] = w_in[q]; }
+  for (int e = 0; e < npix; ++e) {
+    typename V::v acc[V::K];
+    for (int k = 0; k < V::K; ++k) acc[k] = typename V::v{};
+    const size_t o = static_cast<size_t>(e) * CB;
+    if (NT > 0) {
+      for (int q = 0; q < NB; ++q)
+        for (int k = 0; k < V::K; ++k) acc[k] += w[q] * V::load(rows[q] + o + k * V::W);
+    } else {
+      for (int q = 0; q < nt_rt; ++q)
+        for (int k = 0; k < V::K; ++k) acc[k] += w_in[q] * V::load(rows_in[q] + o + k * V::W);
+    }
+    epi(e, acc);
+  }
+}
+
+#define AFGAN_NT_CASES(M) M(1) M(2) M(3) M(4) M(6) M(8) M(12) M(24)
+
+template <int CB>
+inline void XPassAny(float* dst, const float* src, const PassTab& t, int o_first, int nout, const float* bias) {
+  const int* off = t.off.data() + static_cast<size_t>(o_first) * t.nt;
+  const float* w = t.w.data() + static_cast<size_t>(o_first) * t.nt;
+  const float* ws = t.wsum.data() + o_first;
+  switch (t.nt) {
+#define AFGAN_X_CASE(N) \
+  case N: XPass<CB, N>(dst, src, off, w, N, nout, ws, bias); return;
+    AFGAN_NT_CASES(AFGAN_X_CASE)
+#undef AFGAN_X_CASE
+    default: XPass<CB, 0>(dst, src, off, w, t.nt, nout, ws, bias);
+  }
+}
+
+template <int CB, class Epi>
+inline void YPassAny(const float* const* rows, const float* w, int nt, int npix, Epi& epi) {
+  switch (nt) {
+#define AFGAN_Y_CASE(N) \
+  case N: YPass<CB, N, Epi>(rows, w, N, npix, epi); return;
+    AFGAN_NT_CASES(AFGAN_Y_CASE)
+#undef AFGAN_Y_CASE
+    default: YPass<CB, 0, Epi>(rows, w, nt, npix, epi);
+  }
+}
+
+template <int CB>
+struct EpiStore {  // dst[e][0:CB] = acc
+  float* dst;
+  AFGAN_AI void operator()(int e, typename SVec<CB>::v* acc) const {
+    using V = SVec<CB>;
+    for (int k = 0; k < V::K; ++k) V::store(dst + static_cast<size_t>(e) * CB + k * V::W, acc[k]);
+  }
+};
+
+template <int CB>
+struct EpiOut {  // output row: dst[e * stride + 0:nc] = acc
+  float* dst;
+  int stride, nc;
+  AFGAN_AI void operator()(int e, typename SVec<CB>::v* acc) const {
+    using V = SVec<CB>;
+    float* d = dst + static_cast<int64_t>(e) * stride;
+    if (nc == CB) {
+      for (int k = 0; k < V::K; ++k) V::store(d + k * V::W, acc[k]);
+    } else {
+      float tmp[CB];
+      for (int k = 0; k < V::K; ++k) V::store(tmp + k * V::W, acc[k]);
+      for (int c = 0; c < nc; ++c) d[c] = tmp[c];
+    }
+  }
+};
+
+// Forward nonlinearity (same rule as afgan::flrelu_forward_elem, vectorised) + 2-bit code.
+template <int CB>
+struct EpiForward {
+  float* dst;
+  uint8_t* code;  // byte of channel c0 at pixel 0 of this row, or nullptr (row not owned)
+  int code_stride, nbytes;
+  float gain, slope, clamp;  // clamp = +inf when none
+  AFGAN_AI void operator()(int e, typename SVec<CB>::v* acc) const {
+    using V = SVec<CB>;
+    typedef typename V::vi vi;
+    uint8_t bytes[CB / 4];
+    for (int k = 0; k < V::K; ++k) {
+      typename V::v t = acc[k] * gain;
+      vi neg = reinterpret_cast<vi&>(t) < 0;  // IEEE sign bit (also -0)
+      t = neg ? t * slope : t;
+      vi bits = reinterpret_cast<vi&>(t);
+      vi absb = bits & 0x7fffffff;
+      typename V::v a = reinterpret_cast<typename V::v&>(absb);
+      vi cl = a > clamp;  // false for NaN
+      vi cb = (bits & static_cast<int32_t>(0x80000000u)) | FloatBits(clamp);
+      bits = cl ? cb : bits;
+      V::store(dst + static_cast<size_t>(e) * CB + k * V::W, reinterpret_cast<typename V::v&>(bits));
+      if (code) PackCodes<V::W>(neg, cl, bytes + k * (V::W / 4));
+    }
+    if (code) {
+      uint8_t* p = code + static_cast<int64_t>(e) * code_stride;
+      if (nbytes == CB / 4) std::memcpy(p, bytes, CB / 4);
+      else std::memcpy(p, bytes, nbytes);
+    }
+  }
+  static inline int32_t FloatBits(float f) { int32_t i; std::memcpy(&i, &f, 4); return i; }
+  // code = clamped ? 2 : (neg ? 1 : 0), 2 bits per channel, 4 channels per byte (low bits first).
+  template <int W>
+  static AFGAN_AI void PackCodes(const typename SVec<CB>::vi& neg, const typename SVec<CB>::vi& cl, uint8_t* out) {
+#if defined(__AVX512F__) && defined(__BMI2__)
+    if (W == 16) {
+      __m512i n, c;
+      std::memcpy(&n, &neg, 64);
+      std::memcpy(&c, &cl, 64);
+      const uint32_t mn = _mm512_movepi32_mask(n), mc = _mm512_movepi32_mask(c);
+      const uint32_t word = _pdep_u32(mn & ~mc, 0x55555555u) | _pdep_u32(mc, 0xAAAAAAAAu);
+      std::memcpy(out, &word, 4);
+      return;
+    }
+#endif
+    for (int j = 0; j < W / 4; ++j) {
+      uint32_t b = 0;
+      for (int i = 0; i < 4; ++i) {
+        const int c = 4 * j + i;
+        const uint32_t cc = cl[c] ? 2u : (neg[c] ? 1u : 0u);
+        b |= cc << (2 * i);
+      }
+      out[j] = static_cast<uint8_t>(b);
+    }
+  }
+};
+
+// Backward mask: acc *= (code 0: gain, 1: gain * slope, 2: 0).
+template <int CB>
+struct EpiMask {
+  float* dst;
+  const uint8_t* code;  // byte of channel c0 at pixel 0 of this row
+  int code_stride, nbytes;
+  float gain, gslope;
+  AFGAN_AI void operator()(int e, typename SVec<CB>::v* acc) const {
+    using V = SVec<CB>;
+    typedef typename V::vi vi;
+    const uint8_t* p = code + static_cast<int64_t>(e) * code_stride;
+    uint8_t bytes[CB / 4];
+    if (nbytes == CB / 4) std::memcpy(bytes, p, CB / 4);
+    else {
+      for (int j = 0; j < CB / 4; ++j) bytes[j] = j < nbytes ? p[j] : 0;
+    }
+    typedef typename V::vu vu;
+    vu shift;
+    for (int c = 0; c < V::W; ++c) shift[c] = 2 * c;
+    for (int k = 0; k < V::K; ++k) {
+      uint32_t word = 0;
+      std::memcpy(&word, bytes + k * (V::W / 4), V::W / 4);
+      vu cu = ((vu{} + word) >> shift) & 3u;
+      typename V::v s = (cu == 0u) ? (typename V::v{} + gain) : ((cu == 1u) ? (typename V::v{} + gslope) : typename V::v{});
+      V::store(dst + static_cast<size_t>(e) * CB + k * V::W, acc[k] * s);
+    }
+  }
+};
+
+template <int CB>
+class StreamEngine {
+ public:
+  StreamEngine(const Geometry& g, int down_y, int threads, const float* src, const float* bias, float* out,
+               uint8_t* code_w, const uint8_t* code_r)
+      : g_(g), down_y_(down_y), src_(src), bias_(bias), out_(out), code_w_(code_w), code_r_(code_r) {
+    g.Bx.src_range(0, g.outW, &jx_lo_, &jx_hi_);
+    if (jx_lo_ >= jx_hi_) { jx_lo_ = jx_hi_ = 0; }
+    if (jx_hi_ > jx_lo_) g.Ax.src_range(jx_lo_, jx_hi_, &sx_lo_, &sx_hi_);
+    if (sx_lo_ >= sx_hi_) { sx_lo_ = sx_hi_ = 0; }
+    empty_ = jx_hi_ <= jx_lo_ || sx_hi_ <= sx_lo_;
+    cblocks_ = (g.C + CB - 1) / CB;
+    code_bytes_ = (g.C + 3) / 4;
+    wj_ = jx_hi_ - jx_lo_;
+    nsx_ = sx_hi_ - sx_lo_;
+    const FilterInfo& fa = *g.fa;
+    const FilterInfo& fb = *g.fb;
+    if (!empty_) {
+      ax_direct_ = MakePassTab(g.Ax, jx_lo_, jx_hi_, sx_lo_, g.C, fa.gx);
+      ax_copy_ = MakePassTab(g.Ax, jx_lo_, jx_hi_, sx_lo_, CB, fa.gx);
+      bx_ = MakePassTab(g.Bx, 0, g.outW, jx_lo_, CB, fb.gx);
+    }
+    ay_ = MakePassTab(g.Ay, 0, g.hiH, 0, 1, fa.gy);
+    by_ = MakePassTab(g.By, 0, g.outH, 0, 1, fb.gy);
+    ru_ = MaxSpan(ay_);
+    rv_ = MaxSpan(by_);
+    // Row bands only when (sample, channel block) pairs are too few to feed the threads.
+    bands_ = 1;
+    const int64_t base = static_cast<int64_t>(g.N) * cblocks_;
+    while (base * bands_ < 4 * std::max(1, threads) && g.outH / (bands_ * 2) >= 8) bands_ *= 2;
+    band_h_ = (g.outH + bands_ - 1) / bands_;
+    bands_ = (g.outH + band_h_ - 1) / band_h_;
+    const double macs = static_cast<double>(g.srcH) * wj_ * ax_direct_.nt + static_cast<double>(g.hiH) * wj_ * ay_.nt +
+                        static_cast<double>(g.hiH) * g.outW * bx_.nt + static_cast<double>(g.outH) * g.outW * by_.nt;
+    cost_ = static_cast<int64_t>(macs * CB / bands_) + 1000;
+  }
+
+  int64_t units() const { return static_cast<int64_t>(g_.N) * cblocks_ * bands_; }
+  int64_t cost_per_unit() const { return cost_; }
+
+  void Run(int64_t u, StreamScratch* s) const {
+    const int band = static_cast<int>(u % bands_);
+    const int64_t r = u / bands_;
+    const int cb = static_cast<int>(r % cblocks_);
+    const int n = static_cast<int>(r / cblocks_);
+    const int o0 = band * band_h_, o1 = std::min(g_.outH, o0 + band_h_);
+    const int c0 = cb * CB, nc = std::min(CB, g_.C - c0);
+    const int outW = g_.outW, C = g_.C;
+    float* out_n = out_ + static_cast<int64_t>(n) * g_.outH * outW * C + c0;
+    if (empty_) {
+      for (int oy = o0; oy < o1; ++oy) ZeroRow(out_n + static_cast<int64_t>(oy) * outW * C, nc);
+      return;
+    }
+    const size_t urow = static_cast<size_t>(wj_) * CB, vrow = static_cast<size_t>(outW) * CB;
+    float* U = s->U.get(static_cast<size_t>(ru_) * urow);
+    float* V = s->V.get(static_cast<size_t>(rv_) * vrow);
+    float* T = s->T.get(urow);
+    float* S = nc < CB ? s->S.get(static_cast<size_t>(nsx_) * CB) : nullptr;
+    s->rows.resize(std::max(ay_.nt, by_.nt));
+    const float** rows = s->rows.data();
+    float bias[CB];
+    for (int c = 0; c < CB; ++c) bias[c] = (bias_ && c < nc) ? bias_[c0 + c] : 0.f;
+    const float* biasp = bias_ ? bias : nullptr;
+    const int own_lo = o0 == 0 ? 0 : o0 * down_y_;
+    const int own_hi = o1 == g_.outH ? g_.hiH : o1 * down_y_;
+    const int nbytes = (nc + 3) / 4;
+    const float clamp = g_.clamp >= 0.f ? g_.clamp : std::numeric_limits<float>::infinity();
+    const float* src_n = src_ + (static_cast<int64_t>(n) * g_.srcH * g_.srcW + sx_lo_) * C + c0;
+
+    int u_next = -(1 << 30), v_next = -(1 << 30);
+    for (int oy = o0; oy < o1; ++oy) {
+      float* orow = out_n + static_cast<int64_t>(oy) * outW * C;
+      const int jlo = by_.lo[oy], jhi = by_.hi[oy];
+      if (jlo >= jhi) { ZeroRow(orow, nc); continue; }
+      for (int J = std::max(v_next, jlo); J < jhi; ++J) {
+        // --- high-rate row J -> T
+        const int ilo = ay_.lo[J], ihi = ay_.hi[J];
+        if (ilo >= ihi) {
+          std::memset(T, 0, urow * sizeof(float));
+        } else {
+          for (int i = std::max(u_next, ilo); i < ihi; ++i) {
+            float* ud = U + static_cast<size_t>(i % ru_) * urow;
+            const float* sp = src_n + static_cast<int64_t>(i) * g_.srcW * C;
+            if (nc == CB) {
+              XPassAny<CB>(ud, sp, ax_direct_, 0, wj_, biasp);
+            } else {
+              for (int ix = 0; ix < nsx_; ++ix)
+                for (int c = 0; c < CB; ++c) S[ix * CB + c] = c < nc ? sp[static_cast<int64_t>(ix) * C + c] : 0.f;
+              XPassAny<CB>(ud, S, ax_copy_, 0, wj_, biasp);
+            }
+          }
+          u_next = std::max(u_next, ihi);
+          const int nt = ay_.nt;
+          for (int q = 0; q < nt; ++q)
+            rows[q] = U + static_cast<size_t>((ay_.off[static_cast<size_t>(J) * nt + q]) % ru_) * urow;
+          const float* w = &ay_.w[static_cast<size_t>(J) * nt];
+          if (g_.mid == Mid::kForward) {
+            EpiForward<CB> epi{T, nullptr, code_bytes_, nbytes, g_.gain, g_.slope, clamp};
+            if (code_w_ && J >= own_lo && J < own_hi)
+              epi.code = code_w_ + ((static_cast<int64_t>(n) * g_.hiH + J) * g_.hiW + jx_lo_) * code_bytes_ + c0 / 4;
+            YPassAny<CB>(rows, w, nt, wj_, epi);
+          } else {
+            EpiMask<CB> epi{T, code_r_ + ((static_cast<int64_t>(n) * g_.hiH + J) * g_.hiW + jx_lo_) * code_bytes_ + c0 / 4,
+                            code_bytes_, nbytes, g_.gain, g_.gain * g_.slope};
+            YPassAny<CB>(rows, w, nt, wj_, epi);
+          }
+        }
+        // --- T -> V ring row J
+        XPassAny<CB>(V + static_cast<size_t>(J % rv_) * vrow, T, bx_, 0, outW, nullptr);
+        v_next = J + 1;
+      }
+      const int nt = by_.nt;
+      for (int q = 0; q < nt; ++q) rows[q] = V + static_cast<size_t>(by_.off[static_cast<size_t>(oy) * nt + q] % rv_) * vrow;
+      EpiOut<CB> epi{orow, C, nc};
+      YPassAny<CB>(rows, &by_.w[static_cast<size_t>(oy) * nt], nt, outW, epi);
+    }
+  }
+
+ private:
+  void ZeroRow(float* d, int nc) const {
+    for (int ox = 0; ox < g_.outW; ++ox, d += g_.C)
+      for (int c = 0; c < nc; ++c) d[c] = 0.f;
+  }
+
+  const Geometry& g_;
+  int down_y_;
+  const float* src_;
+  const float* bias_;
+  float* out_;
+  uint8_t* code_w_;
+  const uint8_t* code_r_;
+  PassTab ax_direct_, ax_copy_, bx_, ay_, by_;
+  bool empty_ = false;
+  int jx_lo_ = 0, jx_hi_ = 0, sx_lo_ = 0, sx_hi_ = 0, wj_ = 0, nsx_ = 0;
+  int cblocks_ = 1, code_bytes_ = 1, ru_ = 1, rv_ = 1, bands_ = 1, band_h_ = 1;
+  int64_t cost_ = 1;
+};
+
 template <int CB>
 void RunEngineCB(OpKernelContext* ctx, const Geometry& g, int down_y, const float* src, const float* bias,
                  float* out, uint8_t* code_w, const uint8_t* code_r) {
+  const auto* wt = ctx->device()->tensorflow_cpu_worker_threads();
+  if (g.fa->sep && g.fb->sep) {
+    StreamEngine<CB> e(g, down_y, wt->num_threads, src, bias, out, code_w, code_r);
+    wt->workers->ParallelFor(e.units(), e.cost_per_unit(), [&e](int64_t begin, int64_t end) {
+      thread_local StreamScratch scratch;
+      for (int64_t u = begin; u < end; ++u) e.Run(u, &scratch);
+    });
+    return;
+  }
   Engine<CB> e(g, down_y, src, bias, out, code_w, code_r);
-  auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-  workers->ParallelFor(e.units(), e.cost_per_unit(), [&e](int64_t begin, int64_t end) {
+  wt->workers->ParallelFor(e.units(), e.cost_per_unit(), [&e](int64_t begin, int64_t end) {
     thread_local Scratch scratch;
     for (int64_t u = begin; u < end; ++u) e.Run(u, &scratch);
   });
