@@ -7,7 +7,11 @@ Forward+backward = y, then d sum(y * gy) / d(x, b). Prints medians, ratios vs th
 and the peak memory (TF allocator peak on /CPU:0, and process peak RSS per implementation measured in its own
 subprocess).
 
-    .venv/bin/python benchmarks/bench_custom_ops.py [--reps 7] [--threads 2]
+    .venv/bin/python benchmarks/bench_custom_ops.py [--reps 7] [--threads 2] [--case NAME|all]
+
+``--case`` picks another generator layer shape (see CASES; ``all`` runs every case, one line each); the
+default case ``t256_l38`` is the one above. Shapes are from ``afgan_tf.filters.synthesis_schedule`` (T/R at
+64 and 256, batch 4): the filtered_lrelu input is [N, in_size, in_size, out_channels].
 """
 import argparse
 import json
@@ -21,7 +25,39 @@ sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without install
 TIMINGS = os.path.join(HERE, "..", "..", "shared", "parity", "official_cpu_timings.json")
 
 
-def run_one(impl, reps, threads, shape, mode):
+# name: (x shape, up, down, padding, 2-D (radial) down filter)
+CASES = {
+    "t256_l38": ([4, 38, 38, 512], 2, 2, [9, 8, 9, 8], False),      # issue-9 reference case
+    "t64_l0": ([4, 36, 36, 512], 2, 2, [9, 8, 9, 8], False),        # T/R 64 L0-L3
+    "t64_l4_up4": ([4, 36, 36, 512], 4, 2, [-6, -9, -6, -9], False),  # T/R 64 L4 (24-tap up filter)
+    "t64_l12": ([4, 84, 84, 512], 2, 2, [9, 8, 9, 8], False),       # T 64 L9-L12
+    "t64_l13": ([4, 84, 84, 512], 2, 2, [-11, -12, -11, -12], False),  # T 64 L13 (cropping)
+    "t256_l10_up4": ([4, 148, 148, 256], 4, 2, [-6, -9, -6, -9], False),  # T 256 L10
+    "t256_l11": ([4, 276, 276, 181], 2, 2, [9, 8, 9, 8], False),    # T 256 L11 (partial channel block)
+    "t256_l12": ([4, 276, 276, 128], 2, 2, [9, 8, 9, 8], False),    # T 256 L12
+    "r64_l9_radial": ([4, 84, 84, 512], 2, 2, [9, 8, 9, 8], True),  # R 64 L9 (12x12 radial down filter)
+    "r256_l1_radial": ([4, 36, 36, 1024], 2, 2, [9, 8, 9, 8], True),  # R 256 L0-L2
+}
+
+
+def _filters(up, down, radial):
+    import numpy as np
+
+    def sinc(n, fac):
+        if n == 1:
+            return np.ones([1], np.float32)
+        t = np.sinc((np.arange(n) - (n - 1) / 2) / fac) * np.kaiser(n, 4.0)
+        return (t / t.sum()).astype(np.float32)
+    fu = sinc(6 * up if up > 1 else 1, up)
+    if radial:
+        from afgan_tf.filters import design_lowpass_filter
+        fd = design_lowpass_filter(6 * down, cutoff=1.0, width=1.0, fs=2.0 * down, radial=True)
+    else:
+        fd = sinc(6 * down if down > 1 else 1, down)
+    return fu, fd
+
+
+def run_one(impl, reps, threads, shape, mode, case="t256_l38"):
     import numpy as np
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -30,25 +66,25 @@ def run_one(impl, reps, threads, shape, mode):
     from afgan_tf.ops import _custom_ops
     if impl == "custom" and not _custom_ops.is_available("filtered_lrelu"):
         return {"error": _custom_ops.load_error()}
+    _, up, down, pad, radial = CASES[case]
     n, h, w, c = shape
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal(shape).astype(np.float32))
     b = tf.constant(rng.standard_normal([c]).astype(np.float32))
-    taps = np.sinc((np.arange(12) - 5.5) / 2) * np.kaiser(12, 4.0)
-    f = (taps / taps.sum()).astype(np.float32)
-    kw = dict(up=2, down=2, padding=[9, 8, 9, 8], gain=np.sqrt(2), slope=0.2, clamp=256, impl=impl)
-    y0 = filtered_lrelu(x, f, f, b, **kw)
+    fu, fd = _filters(up, down, radial)
+    kw = dict(up=up, down=down, padding=pad, gain=np.sqrt(2), slope=0.2, clamp=256, impl=impl)
+    y0 = filtered_lrelu(x, fu, fd, b, **kw)
     gy = tf.constant(rng.standard_normal(y0.shape).astype(np.float32))
 
     @tf.function
     def fwd(x, b):
-        return filtered_lrelu(x, f, f, b, **kw)
+        return filtered_lrelu(x, fu, fd, b, **kw)
 
     @tf.function
     def fwdbwd(x, b):
         with tf.GradientTape() as t:
             t.watch([x, b])
-            y = filtered_lrelu(x, f, f, b, **kw)
+            y = filtered_lrelu(x, fu, fd, b, **kw)
             loss = tf.reduce_sum(y * gy)
         return t.gradient(loss, [x, b])
 
@@ -78,34 +114,61 @@ def run_one(impl, reps, threads, shape, mode):
             "tf_peak_mib": peak, "peak_rss_mib": rss}
 
 
+def run_case(a, case):
+    shape = [int(v) for v in a.shape.split(",")] if a.shape else CASES[case][0]
+    res = {}
+    for impl in ("ref", "custom"):  # each in its own process: clean peak RSS
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", impl, "--reps", str(a.reps),
+                            "--threads", str(a.threads), "--mode", a.mode, "--shape", ",".join(map(str, shape)),
+                            "--case", case], capture_output=True, text=True, env=env)
+        line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+        res[impl] = json.loads(line[-1][7:]) if line else {"error": r.stderr[-1500:]}
+    return shape, res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mode", choices=["fwdbwd", "fwd"], default="fwdbwd")
-    ap.add_argument("--shape", default="4,38,38,512")
+    ap.add_argument("--case", default="t256_l38", help="one of %s, or all" % ", ".join(CASES))
+    ap.add_argument("--shape", default=None, help="override the x shape N,H,W,C of the case")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    shape = [int(v) for v in a.shape.split(",")]
+    if a.case != "all" and a.case not in CASES:
+        ap.error(f"--case must be one of {', '.join(CASES)} or all, got {a.case!r}")
     if a.child:
-        print("RESULT " + json.dumps(run_one(a.child, a.reps, a.threads, shape, a.mode)))
+        shape = [int(v) for v in a.shape.split(",")]
+        print("RESULT " + json.dumps(run_one(a.child, a.reps, a.threads, shape, a.mode, a.case)))
         return
-    res = {}
-    for impl in ("ref", "custom"):  # each in its own process: clean peak RSS
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", impl, "--reps", str(a.reps),
-                            "--threads", str(a.threads), "--mode", a.mode, "--shape", a.shape],
-                           capture_output=True, text=True, env=env)
-        line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
-        res[impl] = json.loads(line[-1][7:]) if line else {"error": r.stderr[-1500:]}
+    if a.case == "all":
+        print(f"filtered_lrelu {a.mode}, {a.threads} threads, {a.reps} reps: median wall (CPU time) per call")
+        out = {}
+        for case in CASES:
+            shape, res = run_case(a, case)
+            _, up, down, pad, radial = CASES[case]
+            r, c = res["ref"], res["custom"]
+            desc = f"x {shape} up{up}/down{down} pad {pad}{' 2-D fd' if radial else ''}"
+            if "median_s" in r and "median_s" in c:
+                print(f"  {case:16s} {desc:52s} ref {r['median_s']:.4f} s ({r['cpu_median_s']:.4f})  custom "
+                      f"{c['median_s']:.4f} s ({c['cpu_median_s']:.4f})  speed-up {r['median_s'] / c['median_s']:.2f}x "
+                      f"wall, {r['cpu_median_s'] / c['cpu_median_s']:.2f}x CPU  (load {c['loadavg']:.1f})")
+            else:
+                print(f"  {case:16s} {desc}: ERROR {r.get('error', '')} {c.get('error', '')}")
+            out[case] = res
+        print("JSON " + json.dumps(out))
+        return
+    shape, res = run_case(a, a.case)
+    _, up, down, pad, radial = CASES[a.case]
     orig = None
     if os.path.exists(TIMINGS):
         case = "flrelu_x38_fwdbwd" if a.mode == "fwdbwd" else "flrelu_x38_fwd"
         c = json.load(open(TIMINGS))["cases"].get(case, {})
-        if shape == [4, 38, 38, 512] and "median_s" in c:
+        if a.case == "t256_l38" and shape == [4, 38, 38, 512] and "median_s" in c:
             orig = {"case": case, "median_s": c["median_s"], "peak_rss_mib": c.get("peak_rss_during_bench_mib")}
-    print(f"filtered_lrelu {a.mode}, x {shape} NHWC, up2/down2, 12-tap, pad [9,8,9,8], {a.threads} threads, "
-          f"{a.reps} reps")
+    print(f"filtered_lrelu {a.mode}, case {a.case}: x {shape} NHWC, up{up}/down{down}, pad {pad}"
+          f"{', 2-D down filter' if radial else ''}, {a.threads} threads, {a.reps} reps")
     for impl in ("ref", "custom"):
         r = res[impl]
         if "error" in r:
