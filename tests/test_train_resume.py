@@ -62,3 +62,24 @@ def test_sigterm_then_resume_equals_straight_run(tmp_path):
     assert max(diffs.values()) == 0.0, {k: v for k, v in diffs.items() if v}
     # the stats of both runs agree on the last tick's kimg
     assert open(os.path.join(straight, "stats.jsonl")).read().count("\n") >= 2
+
+
+def test_restore_names_objects_missing_from_checkpoint(tmp_path):
+    """A checkpoint without an object of the current run (e.g. one written before the ADA controller was
+    checkpointed) fails with an error naming that object, and a matching one restores the values."""
+    import pytest
+    import tensorflow as tf
+
+    from afgan_tf.training.checkpoint import ResumeError, TrainCheckpoint
+
+    w = tf.Variable([1.0, 2.0])
+    old = TrainCheckpoint(str(tmp_path / "old"), w=w)
+    prefix = old.save(1)
+    p, s = tf.Variable(0.0), tf.Variable(3.0)
+    new = TrainCheckpoint(str(tmp_path / "new"), w=w, ada=p, loss_scale=s)
+    assert new.missing_objects(prefix) == ["ada", "loss_scale"]
+    with pytest.raises(ResumeError, match=r"no entry for ada, loss_scale"):
+        new.restore(prefix)
+    w.assign([5.0, 6.0])
+    TrainCheckpoint(str(tmp_path / "old2"), w=w).restore(prefix)
+    np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])

@@ -123,9 +123,19 @@ class TrainCheckpoint:
         try:
             status.assert_existing_objects_matched()
         except AssertionError as e:
+            missing = self.missing_objects(prefix)
+            if missing:
+                raise ResumeError(f"checkpoint {prefix} has no entry for {', '.join(missing)} (written by an older "
+                                  f"afgan-tf, or by a run with other options, e.g. mixed precision / augmentation "
+                                  f"on or off)") from None
             raise ResumeError(f"checkpoint {prefix} does not match the current training objects (different "
                              f"network configuration?): {str(e)[:500]}") from None
         return status
+
+    def missing_objects(self, prefix):
+        """Names of this run's top-level training objects that the checkpoint ``prefix`` holds nothing for."""
+        roots = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(prefix)}
+        return sorted(k for k in self.objects if k not in roots)
 
     @property
     def latest(self):
