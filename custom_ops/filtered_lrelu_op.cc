@@ -735,15 +735,15 @@ struct EpiForward {
     uint8_t bytes[CB / 4];
     for (int k = 0; k < V::K; ++k) {
       typename V::v t = acc[k] * gain;
-      vi neg = reinterpret_cast<vi&>(t) < 0;  // IEEE sign bit (also -0)
+      vi neg = (vi)t < 0;  // IEEE sign bit (also -0)
       t = neg ? t * slope : t;
-      vi bits = reinterpret_cast<vi&>(t);
+      vi bits = (vi)t;
       vi absb = bits & 0x7fffffff;
-      typename V::v a = reinterpret_cast<typename V::v&>(absb);
+      typename V::v a = (typename V::v)absb;
       vi cl = a > clamp;  // false for NaN
       vi cb = (bits & static_cast<int32_t>(0x80000000u)) | FloatBits(clamp);
       bits = cl ? cb : bits;
-      V::store(dst + static_cast<size_t>(e) * CB + k * V::W, reinterpret_cast<typename V::v&>(bits));
+      V::store(dst + static_cast<size_t>(e) * CB + k * V::W, (typename V::v)bits);
       if (code) PackCodes<V::W>(neg, cl, bytes + k * (V::W / 4));
     }
     if (code) {
@@ -788,7 +788,6 @@ struct EpiMask {
   float gain, gslope;
   AFGAN_AI void operator()(int e, typename SVec<CB>::v* acc) const {
     using V = SVec<CB>;
-    typedef typename V::vi vi;
     const uint8_t* p = code + static_cast<int64_t>(e) * code_stride;
     uint8_t bytes[CB / 4];
     if (nbytes == CB / 4) std::memcpy(bytes, p, CB / 4);
