@@ -696,6 +696,174 @@ inline void YPassAny(const float* const* rows, const float* w, int nt, int npix,
   }
 }
 
+// Two adjacent output rows of a y pass in one sweep (register blocking): both rows' taps are merged into
+// one ascending list of NU distinct source rows with a weight per output (0 where a row does not
+// contribute), so every source element is loaded once for both outputs (about half the L2 traffic of two
+// separate sweeps; the interior of every polyphase table has this structure with NU = nt + 1 (up 2) or
+// nt + down (down)). Summation order per output is unchanged (ascending source row).
+struct PairTab {
+  int nu = 0;                 // padded number of distinct rows per pair (uniform)
+  std::vector<int> idx;       // [n - 1][nu] source row index (ascending; pads repeat the last one)
+  std::vector<float> w;       // [n - 1][nu][2] weight for output o / o + 1
+  std::vector<int> lo, hi;    // source row range of the pair; lo >= hi: pair not usable (an empty output)
+};
+
+inline int PairRound(int nu) {
+  static const int sizes[] = {2, 3, 4, 7, 8, 14, 16};
+  for (int s : sizes)
+    if (nu <= s) return s;
+  return nu;  // runtime tap count (generic loop)
+}
+
+// Pairs (o, o + 1) for o = 0, step, 2 step, ... (step 1: every o, for the y passes; step 2: a partition,
+// for the x passes). Offsets are p's offsets; an empty output contributes nothing (its pair partner is
+// still computed; a pair of two empty outputs reads offset 0 with zero weights). lo/hi are the source
+// range of pairs whose outputs are both non-empty with touching source ranges (else lo = hi = 0: the
+// y passes then run the two rows separately, so rows no output reads are never computed).
+inline PairTab MakePairTab(const PassTab& p, int step = 1) {
+  PairTab t;
+  const int n = static_cast<int>(p.lo.size()), nt = p.nt;
+  const int np = n < 2 ? 0 : (n - 2) / step + 1;
+  if (np < 1) return t;
+  std::vector<std::vector<int>> lists(np);
+  int nu = 1;
+  for (int r = 0; r < np; ++r) {
+    const int o = r * step;
+    std::vector<int>& l = lists[r];
+    for (int b = 0; b < 2; ++b)
+      if (p.lo[o + b] < p.hi[o + b])
+        for (int j = 0; j < nt; ++j) l.push_back(p.off[static_cast<size_t>(o + b) * nt + j]);
+    if (l.empty()) l.push_back(0);
+    std::sort(l.begin(), l.end());
+    l.erase(std::unique(l.begin(), l.end()), l.end());
+    nu = std::max(nu, static_cast<int>(l.size()));
+  }
+  nu = PairRound(nu);
+  t.nu = nu;
+  t.idx.assign(static_cast<size_t>(np) * nu, 0);
+  t.w.assign(static_cast<size_t>(np) * nu * 2, 0.f);
+  t.lo.assign(np, 0);
+  t.hi.assign(np, 0);
+  for (int r = 0; r < np; ++r) {
+    const int o = r * step;
+    const std::vector<int>& l = lists[r];
+    if (p.lo[o] < p.hi[o] && p.lo[o + 1] < p.hi[o + 1] &&
+        std::max(p.lo[o], p.lo[o + 1]) <= std::min(p.hi[o], p.hi[o + 1])) {  // no gap: no extra rows computed
+      t.lo[r] = std::min(p.lo[o], p.lo[o + 1]);
+      t.hi[r] = std::max(p.hi[o], p.hi[o + 1]);
+    }
+    int* id = &t.idx[static_cast<size_t>(r) * nu];
+    for (int u = 0; u < nu; ++u) id[u] = l[std::min<size_t>(u, l.size() - 1)];
+    for (int b = 0; b < 2; ++b) {
+      if (p.lo[o + b] >= p.hi[o + b]) continue;
+      for (int j = 0; j < nt; ++j) {
+        const size_t q = static_cast<size_t>(o + b) * nt + j;
+        const int u = static_cast<int>(std::lower_bound(l.begin(), l.end(), p.off[q]) - l.begin());
+        t.w[(static_cast<size_t>(r) * nu + u) * 2 + b] += p.w[q];
+      }
+    }
+  }
+  return t;
+}
+
+inline int MaxPairSpan(const PairTab& t) {
+  int m = 1;
+  for (size_t r = 0; r < t.lo.size(); ++r) m = std::max(m, t.hi[r] - t.lo[r]);
+  return m;
+}
+
+// acc_b = sum_u w[u][b] * rows[u][e * CB + 0:CB]; epi0(e, acc_0); epi1(e, acc_1).
+template <int CB, int NU, class E0, class E1>
+AFGAN_AI void YPass2(const float* const* rows_in, const float* w_in, int nu_rt, int npix, E0& epi0, E1& epi1) {
+  using V = SVec<CB>;
+  constexpr int NB = NU > 0 ? NU : 1;
+  const float* rows[NB];
+  float w0[NB], w1[NB];
+  if (NU > 0)
+    for (int u = 0; u < NB; ++u) { rows[u] = rows_in[u]; w0[u] = w_in[2 * u]; w1[u] = w_in[2 * u + 1]; }
+  for (int e = 0; e < npix; ++e) {
+    typename V::v a0[V::K], a1[V::K];
+    for (int k = 0; k < V::K; ++k) a0[k] = a1[k] = typename V::v{};
+    const size_t o = static_cast<size_t>(e) * CB;
+    if (NU > 0) {
+      for (int u = 0; u < NB; ++u)
+        for (int k = 0; k < V::K; ++k) {
+          const typename V::v d = V::load(rows[u] + o + k * V::W);
+          a0[k] += w0[u] * d;
+          a1[k] += w1[u] * d;
+        }
+    } else {
+      for (int u = 0; u < nu_rt; ++u)
+        for (int k = 0; k < V::K; ++k) {
+          const typename V::v d = V::load(rows_in[u] + o + k * V::W);
+          a0[k] += w_in[2 * u] * d;
+          a1[k] += w_in[2 * u + 1] * d;
+        }
+    }
+    epi0(e, a0);
+    epi1(e, a1);
+  }
+}
+
+template <int CB, class E0, class E1>
+inline void YPass2Any(const float* const* rows, const float* w, int nu, int npix, E0& epi0, E1& epi1) {
+  switch (nu) {
+#define AFGAN_Y2_CASE(N) \
+  case N: YPass2<CB, N, E0, E1>(rows, w, N, npix, epi0, epi1); return;
+    AFGAN_Y2_CASE(2) AFGAN_Y2_CASE(3) AFGAN_Y2_CASE(4) AFGAN_Y2_CASE(7) AFGAN_Y2_CASE(8) AFGAN_Y2_CASE(14)
+    AFGAN_Y2_CASE(16)
+#undef AFGAN_Y2_CASE
+    default: YPass2<CB, 0, E0, E1>(rows, w, nu, npix, epi0, epi1);
+  }
+}
+
+// x pass, two adjacent outputs per step (pair table with step 2): dst[e][0:CB] for e in [0, nout).
+template <int CB, int NU>
+inline void XPass2(float* __restrict dst, const float* __restrict src, const int* __restrict off,
+                   const float* __restrict w, int nu_rt, int npair, const float* __restrict wsum,
+                   const float* __restrict bias) {
+  using V = SVec<CB>;
+  const int nu = NU > 0 ? NU : nu_rt;
+  typename V::v b[V::K];
+  for (int k = 0; k < V::K; ++k) b[k] = bias ? V::load(bias + k * V::W) : typename V::v{};
+  for (int p = 0; p < npair; ++p, off += nu, w += 2 * nu) {
+    typename V::v a0[V::K], a1[V::K];
+    for (int k = 0; k < V::K; ++k) { a0[k] = wsum[2 * p] * b[k]; a1[k] = wsum[2 * p + 1] * b[k]; }
+    for (int u = 0; u < nu; ++u) {
+      const float* s = src + off[u];
+      const float w0 = w[2 * u], w1 = w[2 * u + 1];
+      for (int k = 0; k < V::K; ++k) {
+        const typename V::v d = V::load(s + k * V::W);
+        a0[k] += w0 * d;
+        a1[k] += w1 * d;
+      }
+    }
+    float* d0 = dst + static_cast<size_t>(2 * p) * CB;
+    for (int k = 0; k < V::K; ++k) { V::store(d0 + k * V::W, a0[k]); V::store(d0 + CB + k * V::W, a1[k]); }
+  }
+}
+
+// Full x pass of nout outputs: pairs from `t2` (built from `t` with step 2), the odd last output from `t`.
+template <int CB>
+inline void XPassPairs(float* dst, const float* src, const PassTab& t, const PairTab& t2, int nout, const float* bias) {
+  const int npair = t2.nu > 0 ? nout / 2 : 0;
+  if (npair > 0) {
+    const int* off = t2.idx.data();
+    const float* w = t2.w.data();
+    const float* ws = t.wsum.data();
+    switch (t2.nu) {
+#define AFGAN_X2_CASE(N) \
+  case N: XPass2<CB, N>(dst, src, off, w, N, npair, ws, bias); break;
+      AFGAN_X2_CASE(2) AFGAN_X2_CASE(3) AFGAN_X2_CASE(4) AFGAN_X2_CASE(7) AFGAN_X2_CASE(8) AFGAN_X2_CASE(14)
+      AFGAN_X2_CASE(16)
+#undef AFGAN_X2_CASE
+      default: XPass2<CB, 0>(dst, src, off, w, t2.nu, npair, ws, bias);
+    }
+  }
+  if (2 * npair < nout)
+    XPassAny<CB>(dst + static_cast<size_t>(2 * npair) * CB, src, t, 2 * npair, nout - 2 * npair, bias);
+}
+
 template <int CB>
 struct EpiStore {  // dst[e][0:CB] = acc
   float* dst;
@@ -807,6 +975,17 @@ struct EpiMask {
   }
 };
 
+// Software prefetch of npix chunks of `bytes` bytes, `stride` bytes apart (rows of the NHWC tensors are
+// strided over C: the hardware prefetchers do not follow them well).
+inline void PrefetchChunks(const void* base, int npix, int64_t stride, int bytes, bool write) {
+  const char* p = static_cast<const char*>(base);
+  for (int e = 0; e < npix; ++e, p += stride)
+    for (int b = 0; b < bytes; b += 64) {
+      if (write) __builtin_prefetch(p + b, 1, 3);
+      else __builtin_prefetch(p + b, 0, 3);
+    }
+}
+
 template <int CB>
 class StreamEngine {
  public:
@@ -828,11 +1007,16 @@ class StreamEngine {
       ax_direct_ = MakePassTab(g.Ax, jx_lo_, jx_hi_, sx_lo_, g.C, fa.gx);
       ax_copy_ = MakePassTab(g.Ax, jx_lo_, jx_hi_, sx_lo_, CB, fa.gx);
       bx_ = MakePassTab(g.Bx, 0, g.outW, jx_lo_, CB, fb.gx);
+      ax2_direct_ = MakePairTab(ax_direct_, 2);
+      ax2_copy_ = MakePairTab(ax_copy_, 2);
+      bx2_ = MakePairTab(bx_, 2);
     }
     ay_ = MakePassTab(g.Ay, 0, g.hiH, 0, 1, fa.gy);
     by_ = MakePassTab(g.By, 0, g.outH, 0, 1, fb.gy);
-    ru_ = MaxSpan(ay_);
-    rv_ = MaxSpan(by_);
+    ay2_ = MakePairTab(ay_);
+    by2_ = MakePairTab(by_);
+    ru_ = std::max(MaxSpan(ay_), MaxPairSpan(ay2_));
+    rv_ = std::max(MaxSpan(by_), MaxPairSpan(by2_));
     // Row bands only when (sample, channel block) pairs are too few to feed the threads.
     bands_ = 1;
     const int64_t base = static_cast<int64_t>(g.N) * cblocks_;
@@ -863,9 +1047,10 @@ class StreamEngine {
     const size_t urow = static_cast<size_t>(wj_) * CB, vrow = static_cast<size_t>(outW) * CB;
     float* U = s->U.get(static_cast<size_t>(ru_) * urow);
     float* V = s->V.get(static_cast<size_t>(rv_) * vrow);
-    float* T = s->T.get(urow);
+    float* T = s->T.get(2 * urow);
+    float* T1 = T + urow;
     float* S = nc < CB ? s->S.get(static_cast<size_t>(nsx_) * CB) : nullptr;
-    s->rows.resize(std::max(ay_.nt, by_.nt));
+    s->rows.resize(std::max({ay_.nt, by_.nt, ay2_.nu, by2_.nu, 1}));
     const float** rows = s->rows.data();
     float bias[CB];
     for (int c = 0; c < CB; ++c) bias[c] = (bias_ && c < nc) ? bias_[c0 + c] : 0.f;
@@ -877,54 +1062,101 @@ class StreamEngine {
     const float* src_n = src_ + (static_cast<int64_t>(n) * g_.srcH * g_.srcW + sx_lo_) * C + c0;
 
     int u_next = -(1 << 30), v_next = -(1 << 30);
-    for (int oy = o0; oy < o1; ++oy) {
-      float* orow = out_n + static_cast<int64_t>(oy) * outW * C;
-      const int jlo = by_.lo[oy], jhi = by_.hi[oy];
-      if (jlo >= jhi) { ZeroRow(orow, nc); continue; }
-      for (int J = std::max(v_next, jlo); J < jhi; ++J) {
-        // --- high-rate row J -> T
+    // Source rows [max(u_next, ilo), ihi) -> U ring (x pass, bias folded in).
+    auto ensure_u = [&](int ilo, int ihi) {
+      for (int i = std::max(u_next, ilo); i < ihi; ++i) {
+        float* ud = U + static_cast<size_t>(i % ru_) * urow;
+        const float* sp = src_n + static_cast<int64_t>(i) * g_.srcW * C;
+        if (i + 1 < g_.srcH) PrefetchChunks(sp + static_cast<int64_t>(g_.srcW) * C, nsx_, 4LL * C, 4 * nc, false);
+        if (nc == CB) {
+          XPassPairs<CB>(ud, sp, ax_direct_, ax2_direct_, wj_, biasp);
+        } else {
+          for (int ix = 0; ix < nsx_; ++ix)
+            for (int c = 0; c < CB; ++c) S[ix * CB + c] = c < nc ? sp[static_cast<int64_t>(ix) * C + c] : 0.f;
+          XPassPairs<CB>(ud, S, ax_copy_, ax2_copy_, wj_, biasp);
+        }
+      }
+      u_next = std::max(u_next, ihi);
+    };
+    auto fwd_epi = [&](float* dst, int J) {
+      EpiForward<CB> epi{dst, nullptr, code_bytes_, nbytes, g_.gain, g_.slope, clamp};
+      if (code_w_ && J >= own_lo && J < own_hi)
+        epi.code = code_w_ + ((static_cast<int64_t>(n) * g_.hiH + J) * g_.hiW + jx_lo_) * code_bytes_ + c0 / 4;
+      return epi;
+    };
+    auto mask_epi = [&](float* dst, int J) {
+      return EpiMask<CB>{dst, code_r_ + ((static_cast<int64_t>(n) * g_.hiH + J) * g_.hiW + jx_lo_) * code_bytes_ + c0 / 4,
+                         code_bytes_, nbytes, g_.gain, g_.gain * g_.slope};
+    };
+    // High-rate rows [max(v_next, jlo), jhi) -> T -> V ring (two rows per sweep where possible).
+    auto ensure_v = [&](int jlo, int jhi) {
+      int J = std::max(v_next, jlo);
+      while (J < jhi) {
+        if (J + 1 < jhi && ay2_.nu > 0 && ay2_.lo[J] < ay2_.hi[J]) {
+          ensure_u(ay2_.lo[J], ay2_.hi[J]);
+          const int nu = ay2_.nu;
+          for (int q = 0; q < nu; ++q) rows[q] = U + static_cast<size_t>(ay2_.idx[static_cast<size_t>(J) * nu + q] % ru_) * urow;
+          const float* w = &ay2_.w[static_cast<size_t>(J) * nu * 2];
+          if (g_.mid == Mid::kForward) {
+            EpiForward<CB> e0 = fwd_epi(T, J), e1 = fwd_epi(T1, J + 1);
+            YPass2Any<CB>(rows, w, nu, wj_, e0, e1);
+          } else {
+            EpiMask<CB> e0 = mask_epi(T, J), e1 = mask_epi(T1, J + 1);
+            for (int jj = J + 2; jj < std::min(J + 4, g_.hiH); ++jj)
+              PrefetchChunks(mask_epi(T, jj).code, wj_, code_bytes_, nbytes, false);
+            YPass2Any<CB>(rows, w, nu, wj_, e0, e1);
+          }
+          XPassPairs<CB>(V + static_cast<size_t>(J % rv_) * vrow, T, bx_, bx2_, outW, nullptr);
+          XPassPairs<CB>(V + static_cast<size_t>((J + 1) % rv_) * vrow, T1, bx_, bx2_, outW, nullptr);
+          J += 2;
+          continue;
+        }
         const int ilo = ay_.lo[J], ihi = ay_.hi[J];
         if (ilo >= ihi) {
           std::memset(T, 0, urow * sizeof(float));
         } else {
-          for (int i = std::max(u_next, ilo); i < ihi; ++i) {
-            float* ud = U + static_cast<size_t>(i % ru_) * urow;
-            const float* sp = src_n + static_cast<int64_t>(i) * g_.srcW * C;
-            if (nc == CB) {
-              XPassAny<CB>(ud, sp, ax_direct_, 0, wj_, biasp);
-            } else {
-              for (int ix = 0; ix < nsx_; ++ix)
-                for (int c = 0; c < CB; ++c) S[ix * CB + c] = c < nc ? sp[static_cast<int64_t>(ix) * C + c] : 0.f;
-              XPassAny<CB>(ud, S, ax_copy_, 0, wj_, biasp);
-            }
-          }
-          u_next = std::max(u_next, ihi);
+          ensure_u(ilo, ihi);
           const int nt = ay_.nt;
           for (int q = 0; q < nt; ++q)
             rows[q] = U + static_cast<size_t>((ay_.off[static_cast<size_t>(J) * nt + q]) % ru_) * urow;
           const float* w = &ay_.w[static_cast<size_t>(J) * nt];
           if (g_.mid == Mid::kForward) {
-            EpiForward<CB> epi{T, nullptr, code_bytes_, nbytes, g_.gain, g_.slope, clamp};
-            if (code_w_ && J >= own_lo && J < own_hi)
-              epi.code = code_w_ + ((static_cast<int64_t>(n) * g_.hiH + J) * g_.hiW + jx_lo_) * code_bytes_ + c0 / 4;
+            EpiForward<CB> epi = fwd_epi(T, J);
             YPassAny<CB>(rows, w, nt, wj_, epi);
           } else {
-            EpiMask<CB> epi{T, code_r_ + ((static_cast<int64_t>(n) * g_.hiH + J) * g_.hiW + jx_lo_) * code_bytes_ + c0 / 4,
-                            code_bytes_, nbytes, g_.gain, g_.gain * g_.slope};
+            EpiMask<CB> epi = mask_epi(T, J);
             YPassAny<CB>(rows, w, nt, wj_, epi);
           }
         }
-        // --- T -> V ring row J
-        XPassAny<CB>(V + static_cast<size_t>(J % rv_) * vrow, T, bx_, 0, outW, nullptr);
-        v_next = J + 1;
+        XPassPairs<CB>(V + static_cast<size_t>(J % rv_) * vrow, T, bx_, bx2_, outW, nullptr);
+        ++J;
       }
+      v_next = std::max(v_next, jhi);
+    };
+
+    for (int oy = o0; oy < o1;) {
+      float* orow = out_n + static_cast<int64_t>(oy) * outW * C;
+      for (int r = oy + 2; r < std::min(oy + 4, o1); ++r)
+        PrefetchChunks(out_n + static_cast<int64_t>(r) * outW * C, outW, 4LL * C, 4 * nc, true);
+      if (oy + 1 < o1 && by2_.nu > 0 && by2_.lo[oy] < by2_.hi[oy]) {
+        ensure_v(by2_.lo[oy], by2_.hi[oy]);
+        const int nu = by2_.nu;
+        for (int q = 0; q < nu; ++q) rows[q] = V + static_cast<size_t>(by2_.idx[static_cast<size_t>(oy) * nu + q] % rv_) * vrow;
+        EpiOut<CB> e0{orow, C, nc}, e1{orow + static_cast<int64_t>(outW) * C, C, nc};
+        YPass2Any<CB>(rows, &by2_.w[static_cast<size_t>(oy) * nu * 2], nu, outW, e0, e1);
+        oy += 2;
+        continue;
+      }
+      const int jlo = by_.lo[oy], jhi = by_.hi[oy];
+      if (jlo >= jhi) { ZeroRow(orow, nc); ++oy; continue; }
+      ensure_v(jlo, jhi);
       const int nt = by_.nt;
       for (int q = 0; q < nt; ++q) rows[q] = V + static_cast<size_t>(by_.off[static_cast<size_t>(oy) * nt + q] % rv_) * vrow;
       EpiOut<CB> epi{orow, C, nc};
       YPassAny<CB>(rows, &by_.w[static_cast<size_t>(oy) * nt], nt, outW, epi);
+      ++oy;
     }
   }
-
  private:
   void ZeroRow(float* d, int nc) const {
     for (int ox = 0; ox < g_.outW; ++ox, d += g_.C)
@@ -939,6 +1171,7 @@ class StreamEngine {
   uint8_t* code_w_;
   const uint8_t* code_r_;
   PassTab ax_direct_, ax_copy_, bx_, ay_, by_;
+  PairTab ay2_, by2_, ax2_direct_, ax2_copy_, bx2_;
   bool empty_ = false;
   int jx_lo_ = 0, jx_hi_ = 0, sx_lo_ = 0, sx_hi_ = 0, wj_ = 0, nsx_ = 0;
   int cblocks_ = 1, code_bytes_ = 1, ru_ = 1, rv_ = 1, bands_ = 1, band_h_ = 1;
@@ -980,6 +1213,23 @@ void RunEngine(OpKernelContext* ctx, const Geometry& g, int down_y, const float*
     RunEngineCB<8>(ctx, g, down_y, src, bias, out, code_w, code_r);
   else
     RunEngineCB<4>(ctx, g, down_y, src, bias, out, code_w, code_r);
+}
+
+// True when the streaming engine (separable filters) writes every byte of the code tensor: every
+// high-rate column lies in the range the down filter reads and has source taps, and every high-rate row
+// is read by some output row and has source taps.
+bool CodeFullyWritten(const Geometry& g) {
+  if (!g.fa->sep || !g.fb->sep || g.hiH < 1 || g.hiW < 1) return false;
+  int lo, hi;
+  g.Bx.src_range(0, g.outW, &lo, &hi);
+  if (lo != 0 || hi != g.hiW) return false;
+  for (int j = 0; j < g.hiW; ++j)
+    if (g.Ax.begin(j) >= g.Ax.end(j)) return false;
+  std::vector<char> used(g.hiH, 0);
+  for (int J : g.By.idx) used[J] = 1;
+  for (int J = 0; J < g.hiH; ++J)
+    if (!used[J] || g.Ay.begin(J) >= g.Ay.end(J)) return false;
+  return true;
 }
 
 struct FlreluAttrs {
@@ -1046,7 +1296,9 @@ class FilteredLreluOpCPU : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, oh, ow, C}), &y));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({N, g.hiH, g.hiW, (C + 3) / 4}), &code));
     if (y->NumElements() == 0) return;
-    std::memset(code->flat<uint8_t>().data(), 0, code->NumElements());
+    // The streaming engine writes every code byte when the filters' footprint covers the whole high-rate
+    // grid (the usual case); zero the tensor first only otherwise.
+    if (!CodeFullyWritten(g)) std::memset(code->flat<uint8_t>().data(), 0, code->NumElements());
     RunEngine(ctx, g, a_.downy, x.flat<float>().data(), b.dim_size(0) ? b.flat<float>().data() : nullptr,
               y->flat<float>().data(), code->flat<uint8_t>().data(), nullptr);
   }
