@@ -7,7 +7,7 @@ Forward+backward = y, then d sum(y * gy) / d(x, b). Prints medians, ratios vs th
 and the peak memory (TF allocator peak on /CPU:0, and process peak RSS per implementation measured in its own
 subprocess).
 
-    .venv/bin/python benchmarks/bench_custom_ops.py [--reps 7] [--threads 2] [--case NAME|all]
+    .venv/bin/python benchmarks/bench_custom_ops.py [--reps 7] [--threads 2] [--case NAME|all] [--raw]
 
 ``--case`` picks another generator layer shape (see CASES; ``all`` runs every case, one line each); the
 default case ``t256_l38`` is the one above. Shapes are from ``afgan_tf.filters.synthesis_schedule`` (T/R at
@@ -114,6 +114,38 @@ def run_one(impl, reps, threads, shape, mode, case="t256_l38"):
             "tf_peak_mib": peak, "peak_rss_mib": rss}
 
 
+def run_raw(reps, threads, case):
+    """Raw compiled ops (AfganFilteredLrelu / AfganFilteredLreluGrad) called eagerly: median wall and CPU ms."""
+    import numpy as np
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from afgan_tf.ops import _custom_ops
+    mod = _custom_ops._require()
+    shape, up, down, pad, radial = CASES[case]
+    fu, fd = _filters(up, down, radial)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal(shape).astype(np.float32))
+    b = tf.constant(rng.standard_normal([shape[3]]).astype(np.float32))
+    at = dict(upx=up, upy=up, downx=down, downy=down, px0=pad[0], px1=pad[1], py0=pad[2], py1=pad[3],
+              gain=float(np.sqrt(2)), slope=0.2, flip_filter=False)
+    y, code = mod.afgan_filtered_lrelu(x, fu, fd, b, clamp=256.0, **at)
+    dy = tf.constant(rng.standard_normal(y.shape).astype(np.float32))
+    xs = tf.constant(shape, tf.int32)
+    fns = {"forward": lambda: mod.afgan_filtered_lrelu(x, fu, fd, b, clamp=256.0, **at)[0],
+           "backward": lambda: mod.afgan_filtered_lrelu_grad(dy, fu, fd, code, xs, adjoint=False, **at)}
+    for name, f in fns.items():
+        f().numpy()
+        ts, cs = [], []
+        for _ in range(reps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            f().numpy()
+            ts.append(time.perf_counter() - t0)
+            cs.append(time.process_time() - c0)
+        print(f"  raw {name:8s} op, {threads} thread(s): median {np.median(ts) * 1e3:.2f} ms wall, "
+              f"{np.median(cs) * 1e3:.2f} ms CPU")
+
+
 def run_case(a, case):
     shape = [int(v) for v in a.shape.split(",")] if a.shape else CASES[case][0]
     res = {}
@@ -134,10 +166,18 @@ def main():
     ap.add_argument("--mode", choices=["fwdbwd", "fwd"], default="fwdbwd")
     ap.add_argument("--case", default="t256_l38", help="one of %s, or all" % ", ".join(CASES))
     ap.add_argument("--shape", default=None, help="override the x shape N,H,W,C of the case")
+    ap.add_argument("--raw", action="store_true", help="time only the raw compiled forward and backward ops "
+                    "in this process (no reference, no TF glue)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.case != "all" and a.case not in CASES:
         ap.error(f"--case must be one of {', '.join(CASES)} or all, got {a.case!r}")
+    if a.raw:
+        if a.case == "all":
+            ap.error("--raw takes one --case")
+        print(f"filtered_lrelu raw ops, case {a.case}: x {CASES[a.case][0]}, {a.reps} reps")
+        run_raw(a.reps, a.threads, a.case)
+        return
     if a.child:
         shape = [int(v) for v in a.shape.split(",")]
         print("RESULT " + json.dumps(run_one(a.child, a.reps, a.threads, shape, a.mode, a.case)))
