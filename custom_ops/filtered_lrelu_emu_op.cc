@@ -1,0 +1,250 @@
+// CPU emulator of the fused, tiled CUDA filtered_lrelu kernel (test ops; see filtered_lrelu_tile.h).
+//
+// Ops (same inputs / attrs / outputs as AfganFilteredLrelu / AfganFilteredLreluGrad, plus tiling attrs):
+//   AfganFilteredLreluTileEmu(x, fu, fd, b) -> (y, code)
+//   AfganFilteredLreluGradTileEmu(dy, fu, fd, code, x_shape; adjoint) -> dx
+// They run the phase functions of the CUDA kernel for every thread block, each phase as a sequential loop
+// over the thread indices (a barrier between phases is implicit), with a host buffer standing in for the
+// block's shared memory. The buffer is filled with NaN before every block, so a phase that reads shared
+// memory no earlier phase wrote shows up as NaN in the output. Blocks run in parallel on TF's CPU pool
+// (they never share shared memory and write disjoint outputs / code bytes, as on the GPU).
+// Tiling attrs: tile_h, tile_w, cb (channels per block, multiple of 4); 0 = the GPU's automatic choice for
+// `smem_kb` kB of shared memory; `threads` = threads per block.
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "filtered_lrelu_tile.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace {
+
+using afgan::tile::Attrs;
+using afgan::tile::FilterRef;
+using afgan::tile::Params;
+
+Status TileAttrsShape(shape_inference::InferenceContext* c) {
+  // Outputs are shaped at run time (the emulator is a test op).
+  for (int i = 0; i < c->num_outputs(); ++i) c->set_output(i, c->UnknownShapeOfRank(4));
+  return OkStatus();
+}
+
+}  // namespace
+
+#define AFGAN_FLRELU_COMMON_ATTRS                                                       \
+  Attr("T: {float, half}")                                                              \
+      .Attr("upx: int >= 1")                                                            \
+      .Attr("upy: int >= 1")                                                            \
+      .Attr("downx: int >= 1")                                                          \
+      .Attr("downy: int >= 1")                                                          \
+      .Attr("px0: int")                                                                 \
+      .Attr("px1: int")                                                                 \
+      .Attr("py0: int")                                                                 \
+      .Attr("py1: int")                                                                 \
+      .Attr("gain: float")                                                              \
+      .Attr("slope: float")                                                             \
+      .Attr("flip_filter: bool")                                                        \
+      .Attr("tile_h: int = 0")                                                          \
+      .Attr("tile_w: int = 0")                                                          \
+      .Attr("cb: int = 0")                                                              \
+      .Attr("threads: int = 256")                                                       \
+      .Attr("smem_kb: int = 48")
+
+REGISTER_OP("AfganFilteredLreluTileEmu")
+    .Input("x: T")
+    .Input("fu: float")
+    .Input("fd: float")
+    .Input("b: T")
+    .Output("y: T")
+    .Output("code: uint8")
+    .AFGAN_FLRELU_COMMON_ATTRS
+    .Attr("clamp: float")
+    .SetShapeFn(TileAttrsShape);
+
+REGISTER_OP("AfganFilteredLreluGradTileEmu")
+    .Input("dy: T")
+    .Input("fu: float")
+    .Input("fd: float")
+    .Input("code: uint8")
+    .Input("x_shape: int32")
+    .Output("dx: T")
+    .AFGAN_FLRELU_COMMON_ATTRS
+    .Attr("adjoint: bool = false")
+    .SetShapeFn(TileAttrsShape);
+
+#undef AFGAN_FLRELU_COMMON_ATTRS
+
+namespace {
+
+struct EmuAttrs {
+  Attrs a;
+  int tile_h = 0, tile_w = 0, cb = 0, threads = 256, smem_kb = 48;
+  Status Read(OpKernelConstruction* ctx, bool has_clamp) {
+    TF_RETURN_IF_ERROR(ctx->GetAttr("upx", &a.upx));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("upy", &a.upy));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("downx", &a.downx));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("downy", &a.downy));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("px0", &a.px0));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("px1", &a.px1));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("py0", &a.py0));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("py1", &a.py1));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &a.gain));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("slope", &a.slope));
+    if (has_clamp) TF_RETURN_IF_ERROR(ctx->GetAttr("clamp", &a.clamp));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("flip_filter", &a.flip));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("tile_h", &tile_h));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("tile_w", &tile_w));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("cb", &cb));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("threads", &threads));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("smem_kb", &smem_kb));
+    if (tile_h < 0 || tile_w < 0) return errors::InvalidArgument("tile emulator: tile_h / tile_w must be >= 0");
+    if (cb < 0 || cb % 4 != 0) return errors::InvalidArgument("tile emulator: cb must be a multiple of 4 (or 0), got ", cb);
+    if (threads < 1) return errors::InvalidArgument("tile emulator: threads must be >= 1, got ", threads);
+    return OkStatus();
+  }
+};
+
+Status ReadFilterRef(const Tensor& f, const char* name, bool flip, FilterRef* out) {
+  if ((f.dims() != 1 && f.dims() != 2) || f.NumElements() < 1)
+    return errors::InvalidArgument(name, " must be 1-D (separable) or 2-D [fh, fw] with at least one tap, got shape ",
+                                   f.shape().DebugString());
+  *out = afgan::tile::filter_ref(f.flat<float>().data(), f.dims(), f.dim_size(0), f.dims() == 2 ? f.dim_size(1) : 1,
+                                 flip, 1.f, 1.f);
+  return OkStatus();
+}
+
+Status Plan(const EmuAttrs& e, Params* p) {
+  if (!afgan::tile::plan_tiles(p, static_cast<int64_t>(e.smem_kb) * 1024, e.tile_h, e.tile_w, e.cb, e.threads))
+    return errors::InvalidArgument("tile emulator: no tile fits in ", e.smem_kb, " kB of shared memory (filters ",
+                                   p->fa.h, "x", p->fa.w, " / ", p->fb.h, "x", p->fb.w,
+                                   "); the GPU op uses its generic path for this configuration");
+  return OkStatus();
+}
+
+template <typename T>
+void Emulate(OpKernelContext* ctx, const Params& p, const afgan::tile::IO<T>& io) {
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  const int64_t cost = static_cast<int64_t>(p.smem_floats) * 40;
+  workers->ParallelFor(p.num_blocks(), cost, [&p, &io](int64_t b0, int64_t b1) {
+    std::vector<float> smem(p.smem_floats);
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
+      for (int phase = 0; phase < afgan::tile::kNumPhases; ++phase)  // __syncthreads() between phases
+        for (int tid = 0; tid < p.nthreads; ++tid) afgan::tile::run_phase<T>(phase, p, blk, tid, smem.data(), io);
+    }
+  });
+}
+
+template <typename T>
+class FilteredLreluTileEmuOp : public OpKernel {
+ public:
+  explicit FilteredLreluTileEmuOp(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, e_.Read(ctx, true)); }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& b = ctx->input(3);
+    OP_REQUIRES(ctx, x.dims() == 4,
+                errors::InvalidArgument("filtered_lrelu (tile emulator): x must be [N, H, W, C], got shape ",
+                                        x.shape().DebugString()));
+    const int N = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2), C = x.dim_size(3);
+    OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == C || b.dim_size(0) == 0),
+                errors::InvalidArgument("filtered_lrelu (tile emulator): b must be [C] = [", C, "] (or [0]), got shape ",
+                                        b.shape().DebugString()));
+    FilterRef fu, fd;
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", e_.a.flip, &fu));
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", e_.a.flip, &fd));
+    Params p;
+    OP_REQUIRES(ctx, afgan::tile::make_forward(e_.a, N, H, W, C, fu, fd, &p),
+                errors::InvalidArgument("filtered_lrelu (tile emulator): output would be empty for x ",
+                                        x.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, Plan(e_, &p));
+    Tensor* y = nullptr;
+    Tensor* code = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, p.outH, p.outW, C}), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({N, p.midH, p.midW, p.code_bytes}), &code));
+    std::memset(code->flat<uint8_t>().data(), 0, code->NumElements());
+    if (y->NumElements() == 0) return;
+    afgan::tile::IO<T> io;
+    io.src = x.flat<T>().data();
+    io.bias = b.dim_size(0) ? b.flat<T>().data() : nullptr;
+    io.out = y->flat<T>().data();
+    io.code_w = code->flat<uint8_t>().data();
+    Emulate<T>(ctx, p, io);
+  }
+
+ private:
+  EmuAttrs e_;
+};
+
+template <typename T>
+class FilteredLreluGradTileEmuOp : public OpKernel {
+ public:
+  explicit FilteredLreluGradTileEmuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, e_.Read(ctx, false));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& code = ctx->input(3);
+    const Tensor& xs = ctx->input(4);
+    OP_REQUIRES(ctx, dy.dims() == 4,
+                errors::InvalidArgument("filtered_lrelu grad (tile emulator): dy must be [N, H, W, C], got shape ",
+                                        dy.shape().DebugString()));
+    FilterRef fu, fd;
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", e_.a.flip, &fu));
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", e_.a.flip, &fd));
+    const Attrs& a = e_.a;
+    const int N = dy.dim_size(0), C = dy.dim_size(3);
+    int H, W, oh, ow;
+    if (!adjoint_) {
+      OP_REQUIRES(ctx, xs.NumElements() == 4,
+                  errors::InvalidArgument("filtered_lrelu grad (tile emulator): x_shape must have 4 entries"));
+      auto v = xs.flat<int32>();
+      OP_REQUIRES(ctx, v(0) == N && v(3) == C,
+                  errors::InvalidArgument("filtered_lrelu grad (tile emulator): x_shape does not match dy"));
+      H = v(1); W = v(2); oh = dy.dim_size(1); ow = dy.dim_size(2);
+    } else {
+      H = dy.dim_size(1); W = dy.dim_size(2);
+      oh = afgan::tile::flrelu_out_size(H, a.upy, a.downy, a.py0, a.py1, fu.h, fd.h);
+      ow = afgan::tile::flrelu_out_size(W, a.upx, a.downx, a.px0, a.px1, fu.w, fd.w);
+    }
+    Params p;
+    OP_REQUIRES(ctx, afgan::tile::make_grad(a, adjoint_, N, H, W, oh, ow, C, fu, fd, &p),
+                errors::InvalidArgument("filtered_lrelu grad (tile emulator): empty shapes"));
+    OP_REQUIRES(ctx, code.dims() == 4 && code.dim_size(0) == N && code.dim_size(1) == p.midH &&
+                         code.dim_size(2) == p.midW && code.dim_size(3) == p.code_bytes,
+                errors::InvalidArgument("filtered_lrelu grad (tile emulator): code has shape ",
+                                        code.shape().DebugString(), ", expected [", N, ", ", p.midH, ", ", p.midW, ", ",
+                                        p.code_bytes, "]"));
+    OP_REQUIRES_OK(ctx, Plan(e_, &p));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, p.outH, p.outW, C}), &out));
+    if (out->NumElements() == 0) return;
+    afgan::tile::IO<T> io;
+    io.src = dy.flat<T>().data();
+    io.out = out->flat<T>().data();
+    io.code_r = code.flat<uint8_t>().data();
+    Emulate<T>(ctx, p, io);
+  }
+
+ private:
+  EmuAttrs e_;
+  bool adjoint_ = false;
+};
+
+}  // namespace
+
+#define REGISTER_EMU(T)                                                                                     \
+  REGISTER_KERNEL_BUILDER(Name("AfganFilteredLreluTileEmu").Device(DEVICE_CPU).TypeConstraint<T>("T"),      \
+                          FilteredLreluTileEmuOp<T>);                                                       \
+  REGISTER_KERNEL_BUILDER(Name("AfganFilteredLreluGradTileEmu").Device(DEVICE_CPU).TypeConstraint<T>("T"),  \
+                          FilteredLreluGradTileEmuOp<T>);
+REGISTER_EMU(float);
+REGISTER_EMU(Eigen::half);
+#undef REGISTER_EMU
+
+}  // namespace tensorflow
