@@ -5,11 +5,13 @@
 // is how it is tested on machines without a GPU (tests/test_flrelu_tile_emu.py).
 //
 // Registered for DEVICE_GPU (float32, float16) for AfganFilteredLrelu and AfganFilteredLreluGrad. When no
-// tile fits in kSmemBudget bytes of shared memory (filters of more than ~100 taps per axis) the op runs
-// the generic two-kernel path of gpu_kernels.cu.cc instead.
+// tile fits in the shared-memory budget (SmemBudget: 48 kB by default; with 48 kB the tiles take separable
+// filters up to 22 taps at up = down = 1, 38 at 2, 44 at 4 -- StyleGAN3 uses 12 / 24) the op runs the
+// generic two-kernel path of gpu_kernels.cu.cc instead.
 #if GOOGLE_CUDA
 #define EIGEN_USE_GPU
 
+#include <cstdlib>
 #include <memory>
 
 #include "filtered_lrelu_tile.h"
@@ -30,7 +32,23 @@ using afgan::tile::FilterRef;
 using afgan::tile::Params;
 
 constexpr int kTileThreads = 256;
-constexpr int64_t kSmemBudget = 48 * 1024;  // no opt-in needed on any architecture
+
+// Shared-memory budget per block for the tile planner: 48 kB (no opt-in needed on any architecture), or
+// AFGAN_TF_FLRELU_GPU_SMEM_KB kB (larger tiles, less halo recomputation; capped at the device's opt-in
+// maximum, e.g. 163 kB on sm_80). Untuned: no GPU was available when this was written.
+int64_t SmemBudget() {
+  static const int64_t requested = [] {
+    const char* e = std::getenv("AFGAN_TF_FLRELU_GPU_SMEM_KB");
+    const int64_t kb = e ? std::atoll(e) : 48;
+    return (kb > 0 ? kb : 48) * 1024;
+  }();
+  if (requested <= 48 * 1024) return requested;
+  int dev = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+    return 48 * 1024;
+  return requested < optin ? requested : optin;
+}
 
 template <typename T>
 __global__ void __launch_bounds__(kTileThreads) FlreluTileKernel(Params p, afgan::tile::IO<T> io, int64_t nblocks) {
@@ -51,8 +69,16 @@ Status Launch(OpKernelContext* ctx, const Params& p, const afgan::tile::IO<T>& i
   const int64_t gy = (nblocks + gx - 1) / gx;
   if (gy > 65535) return errors::InvalidArgument("filtered_lrelu: too many tiles (", nblocks, ")");
   auto stream = ctx->eigen_device<GPUDevice>().stream();
+  const size_t smem_bytes = static_cast<size_t>(p.smem_floats) * sizeof(float);
+  if (smem_bytes > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(FlreluTileKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem_bytes));
+    if (e != cudaSuccess)
+      return errors::Internal("filtered_lrelu: cannot opt in to ", smem_bytes, " bytes of shared memory: ",
+                              cudaGetErrorString(e), " (lower AFGAN_TF_FLRELU_GPU_SMEM_KB)");
+  }
   FlreluTileKernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), p.nthreads,
-                        static_cast<size_t>(p.smem_floats) * sizeof(float), stream>>>(p, io, nblocks);
+                        smem_bytes, stream>>>(p, io, nblocks);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
     return errors::Internal("filtered_lrelu: tiled kernel launch failed: ", cudaGetErrorString(err));
@@ -108,7 +134,7 @@ class FilteredLreluTiledGPU : public OpKernel {
     OP_REQUIRES(ctx, afgan::tile::make_forward(a_, N, H, W, C, fu, fd, &p),
                 errors::InvalidArgument("filtered_lrelu: output would be empty for x ", x.shape().DebugString(),
                                         " and the given up/down/padding/filters"));
-    if (!afgan::tile::plan_tiles(&p, kSmemBudget, 0, 0, 0, kTileThreads)) {
+    if (!afgan::tile::plan_tiles(&p, SmemBudget(), 0, 0, 0, kTileThreads)) {
       generic_->Compute(ctx);
       return;
     }
@@ -171,7 +197,7 @@ class FilteredLreluGradTiledGPU : public OpKernel {
                          code.dim_size(2) == p.midW && code.dim_size(3) == p.code_bytes,
                 errors::InvalidArgument("filtered_lrelu grad: code has shape ", code.shape().DebugString(),
                                         ", expected [", N, ", ", p.midH, ", ", p.midW, ", ", p.code_bytes, "]"));
-    if (!afgan::tile::plan_tiles(&p, kSmemBudget, 0, 0, 0, kTileThreads)) {
+    if (!afgan::tile::plan_tiles(&p, SmemBudget(), 0, 0, 0, kTileThreads)) {
       generic_->Compute(ctx);
       return;
     }
