@@ -9,7 +9,13 @@
 // memory no earlier phase wrote shows up as NaN in the output. Blocks run in parallel on TF's CPU pool
 // (they never share shared memory and write disjoint outputs / code bytes, as on the GPU).
 // Tiling attrs: tile_h, tile_w, cb (channels per block, multiple of 4); 0 = the GPU's automatic choice for
-// `smem_kb` kB of shared memory; `threads` = threads per block.
+// `smem_kb` kB of shared memory; `threads` = threads per block. Checks of the harness itself:
+// `reverse_threads` runs the thread indices of each phase in descending order (a result that changes would
+// reveal a dependency between threads of one phase, i.e. a missing barrier), `skip_phase` leaves a phase
+// out (its readers must then see NaN: before every phase the region it writes is refilled with NaN, so stale
+// data of an earlier phase is never mistaken for its output), and a guard zone after the shared memory
+// detects overflowing writes.
+#include <atomic>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -51,7 +57,9 @@ Status TileAttrsShape(shape_inference::InferenceContext* c) {
       .Attr("tile_w: int = 0")                                                          \
       .Attr("cb: int = 0")                                                              \
       .Attr("threads: int = 256")                                                       \
-      .Attr("smem_kb: int = 48")
+      .Attr("smem_kb: int = 48")                                                        \
+      .Attr("reverse_threads: bool = false")                                            \
+      .Attr("skip_phase: int = -1")
 
 REGISTER_OP("AfganFilteredLreluTileEmu")
     .Input("x: T")
@@ -81,7 +89,8 @@ namespace {
 
 struct EmuAttrs {
   Attrs a;
-  int tile_h = 0, tile_w = 0, cb = 0, threads = 256, smem_kb = 48;
+  int tile_h = 0, tile_w = 0, cb = 0, threads = 256, smem_kb = 48, skip_phase = -1;
+  bool reverse_threads = false;
   Status Read(OpKernelConstruction* ctx, bool has_clamp) {
     TF_RETURN_IF_ERROR(ctx->GetAttr("upx", &a.upx));
     TF_RETURN_IF_ERROR(ctx->GetAttr("upy", &a.upy));
@@ -100,6 +109,8 @@ struct EmuAttrs {
     TF_RETURN_IF_ERROR(ctx->GetAttr("cb", &cb));
     TF_RETURN_IF_ERROR(ctx->GetAttr("threads", &threads));
     TF_RETURN_IF_ERROR(ctx->GetAttr("smem_kb", &smem_kb));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("reverse_threads", &reverse_threads));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("skip_phase", &skip_phase));
     if (tile_h < 0 || tile_w < 0) return errors::InvalidArgument("tile emulator: tile_h / tile_w must be >= 0");
     if (cb < 0 || cb % 4 != 0) return errors::InvalidArgument("tile emulator: cb must be a multiple of 4 (or 0), got ", cb);
     if (threads < 1) return errors::InvalidArgument("tile emulator: threads must be >= 1, got ", threads);
@@ -124,18 +135,35 @@ Status Plan(const EmuAttrs& e, Params* p) {
   return OkStatus();
 }
 
+// Runs every block; fails when a block wrote past the end of its shared memory (guard zone).
 template <typename T>
-void Emulate(OpKernelContext* ctx, const Params& p, const afgan::tile::IO<T>& io) {
+Status Emulate(OpKernelContext* ctx, const EmuAttrs& e, const Params& p, const afgan::tile::IO<T>& io) {
   auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
   const int64_t cost = static_cast<int64_t>(p.smem_floats) * 40;
-  workers->ParallelFor(p.num_blocks(), cost, [&p, &io](int64_t b0, int64_t b1) {
-    std::vector<float> smem(p.smem_floats);
+  constexpr int kGuard = 64;
+  constexpr float kSentinel = -1.2345e30f;
+  std::atomic<bool> overflow{false};
+  workers->ParallelFor(p.num_blocks(), cost, [&](int64_t b0, int64_t b1) {
+    std::vector<float> smem(p.smem_floats + kGuard);
     for (int64_t blk = b0; blk < b1; ++blk) {
-      std::fill(smem.begin(), smem.end(), std::numeric_limits<float>::quiet_NaN());
-      for (int phase = 0; phase < afgan::tile::kNumPhases; ++phase)  // __syncthreads() between phases
-        for (int tid = 0; tid < p.nthreads; ++tid) afgan::tile::run_phase<T>(phase, p, blk, tid, smem.data(), io);
+      std::fill(smem.begin(), smem.begin() + p.smem_floats, std::numeric_limits<float>::quiet_NaN());
+      std::fill(smem.begin() + p.smem_floats, smem.end(), kSentinel);
+      for (int phase = 0; phase < afgan::tile::kNumPhases; ++phase) {  // __syncthreads() between phases
+        int off = 0, n = 0;
+        afgan::tile::phase_writes(p, phase, &off, &n);
+        std::fill(smem.begin() + off, smem.begin() + off + n, std::numeric_limits<float>::quiet_NaN());
+        if (phase == e.skip_phase) continue;
+        for (int i = 0; i < p.nthreads; ++i) {
+          const int tid = e.reverse_threads ? p.nthreads - 1 - i : i;
+          afgan::tile::run_phase<T>(phase, p, blk, tid, smem.data(), io);
+        }
+      }
+      for (int g = 0; g < kGuard; ++g)
+        if (smem[p.smem_floats + g] != kSentinel) overflow = true;
     }
   });
+  if (overflow) return errors::Internal("tile emulator: a block wrote past the end of its shared memory");
+  return OkStatus();
 }
 
 template <typename T>
@@ -172,7 +200,7 @@ class FilteredLreluTileEmuOp : public OpKernel {
     io.bias = b.dim_size(0) ? b.flat<T>().data() : nullptr;
     io.out = y->flat<T>().data();
     io.code_w = code->flat<uint8_t>().data();
-    Emulate<T>(ctx, p, io);
+    OP_REQUIRES_OK(ctx, Emulate<T>(ctx, e_, p, io));
   }
 
  private:
@@ -228,7 +256,7 @@ class FilteredLreluGradTileEmuOp : public OpKernel {
     io.src = dy.flat<T>().data();
     io.out = out->flat<T>().data();
     io.code_r = code.flat<uint8_t>().data();
-    Emulate<T>(ctx, p, io);
+    OP_REQUIRES_OK(ctx, Emulate<T>(ctx, e_, p, io));
   }
 
  private:

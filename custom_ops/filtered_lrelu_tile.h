@@ -338,6 +338,24 @@ AFGAN_HD void run_phase(int phase, const Params& p, int64_t blk, int tid, float*
   }
 }
 
+// Shared-memory range [*off, *off + *n) a phase writes (host; the emulator poisons it with NaN before the
+// phase, so a later phase reading data the phase should have written -- not stale data of an earlier
+// phase in the same region -- sees NaN).
+inline void phase_writes(const Params& p, int phase, int* off, int* n) {
+  const int A[2] = {p.off_A, p.off_B - p.off_A}, B[2] = {p.off_B, p.smem_floats - p.off_B};
+  const int* r = nullptr;
+  switch (phase) {
+    case 0: *off = 0; *n = p.off_A; return;
+    case 1: r = A; break;
+    case 2: r = p.fa.sep ? B : nullptr; break;
+    case 3: r = p.fa.sep ? A : B; break;
+    case 4: r = p.fb.sep ? (p.fa.sep ? B : A) : nullptr; break;
+    default: break;
+  }
+  *off = r ? r[0] : 0;
+  *n = r ? r[1] : 0;
+}
+
 // ------------------------------------------------------------------------------------------------ host setup
 inline int64_t flrelu_out_size(int64_t n, int up, int down, int p0, int p1, int fu, int fd) {
   const int64_t num = n * up + p0 + p1 - (fu - 1) - (fd - 1) + (down - 1);

@@ -149,19 +149,34 @@ def test_tile_emulator_code_equals_cpu_kernel(case):
 
 
 def test_tile_emulator_independent_of_tiling_and_threads():
-    """Tile size, channel block and thread count change the work split, never a bit of the results."""
+    """Tile size, channel block, thread count and thread order change the work split, never a bit of the results
+    (a result depending on the thread order would reveal a dependency between threads of one phase)."""
     x, b, fu, fd, clamp, kw = _case_data(1, 30)  # up4 / down2, clamp, 37 channels
     base_y, base_code = emu_forward(x, fu, fd, b, clamp=clamp, **kw)
     gy = tf.constant(np.random.default_rng(1).standard_normal(base_y.shape).astype(np.float32))
     base_dx = emu_grad(gy, fu, fd, base_code, list(x.shape), **kw)
     for tiling in (dict(tile_h=1, tile_w=1, cb=4), dict(tile_h=3, tile_w=5, cb=8, threads=7),
-                   dict(tile_h=7, tile_w=2, cb=16, threads=1), dict(tile_h=40, tile_w=40, cb=64)):
+                   dict(tile_h=7, tile_w=2, cb=16, threads=1), dict(tile_h=40, tile_w=40, cb=64),
+                   dict(reverse_threads=True), dict(tile_h=5, tile_w=3, threads=33, reverse_threads=True)):
         tiling["smem_kb"] = 1 << 20  # the emulator has no shared-memory limit
         y, code = emu_forward(x, fu, fd, b, clamp=clamp, **kw, **tiling)
         np.testing.assert_array_equal(y.numpy(), base_y.numpy(), err_msg=str(tiling))
         np.testing.assert_array_equal(code.numpy(), base_code.numpy(), err_msg=str(tiling))
         dx = emu_grad(gy, fu, fd, base_code, list(x.shape), **kw, **tiling)
         np.testing.assert_array_equal(dx.numpy(), base_dx.numpy(), err_msg=str(tiling))
+
+
+@pytest.mark.parametrize("case", [0, 3, 4])  # separable / 2-D fd / 2-D fu
+def test_tile_emulator_detects_a_missing_phase(case):
+    """The harness can fail: leaving out a phase makes its readers see the NaN-filled shared memory."""
+    x, b, fu, fd, clamp, kw = _case_data(case, 70)
+    ok, _ = emu_forward(x, fu, fd, b, clamp=clamp, **kw)
+    assert np.all(np.isfinite(ok.numpy()))
+    sep_a, sep_b = fu is None or np.ndim(fu) == 1, fd is None or np.ndim(fd) == 1
+    phases = [0, 1, 3] + ([2] if sep_a else []) + ([4] if sep_b else [])
+    for phase in phases:
+        y, _ = emu_forward(x, fu, fd, b, clamp=clamp, skip_phase=phase, **kw)
+        assert np.isnan(y.numpy()).any(), f"skipping phase {phase} went unnoticed"
 
 
 def test_tile_emulator_adjoint_of_gradient_matches_cpu_kernel():
