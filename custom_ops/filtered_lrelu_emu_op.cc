@@ -3,6 +3,7 @@
 // Ops (same inputs / attrs / outputs as AfganFilteredLrelu / AfganFilteredLreluGrad, plus tiling attrs):
 //   AfganFilteredLreluTileEmu(x, fu, fd, b) -> (y, code)
 //   AfganFilteredLreluGradTileEmu(dy, fu, fd, code, x_shape; adjoint) -> dx
+//   AfganFilteredLreluTilePlan(x_shape, fu, fd) -> [2, 6] int64: the tiles the GPU op would use (no compute)
 // They run the phase functions of the CUDA kernel for every thread block, each phase as a sequential loop
 // over the thread indices (a barrier between phases is implicit), with a host buffer standing in for the
 // block's shared memory. The buffer is filled with NaN before every block, so a phase that reads shared
@@ -41,8 +42,7 @@ Status TileAttrsShape(shape_inference::InferenceContext* c) {
 }  // namespace
 
 #define AFGAN_FLRELU_COMMON_ATTRS                                                       \
-  Attr("T: {float, half}")                                                              \
-      .Attr("upx: int >= 1")                                                            \
+  Attr("upx: int >= 1")                                                                 \
       .Attr("upy: int >= 1")                                                            \
       .Attr("downx: int >= 1")                                                          \
       .Attr("downy: int >= 1")                                                          \
@@ -68,6 +68,7 @@ REGISTER_OP("AfganFilteredLreluTileEmu")
     .Input("b: T")
     .Output("y: T")
     .Output("code: uint8")
+    .Attr("T: {float, half}")
     .AFGAN_FLRELU_COMMON_ATTRS
     .Attr("clamp: float")
     .SetShapeFn(TileAttrsShape);
@@ -79,9 +80,23 @@ REGISTER_OP("AfganFilteredLreluGradTileEmu")
     .Input("code: uint8")
     .Input("x_shape: int32")
     .Output("dx: T")
+    .Attr("T: {float, half}")
     .AFGAN_FLRELU_COMMON_ATTRS
     .Attr("adjoint: bool = false")
     .SetShapeFn(TileAttrsShape);
+
+// The GPU op's tile plan (shapes only): rows forward / gradient, columns (fits, tile_h, tile_w, channels per
+// block, shared-memory bytes, thread blocks). fits = 0: the GPU op takes its generic path.
+REGISTER_OP("AfganFilteredLreluTilePlan")
+    .Input("x_shape: int32")
+    .Input("fu: float")
+    .Input("fd: float")
+    .Output("plan: int64")
+    .AFGAN_FLRELU_COMMON_ATTRS
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->Matrix(2, 6));
+      return OkStatus();
+    });
 
 #undef AFGAN_FLRELU_COMMON_ATTRS
 
@@ -264,7 +279,42 @@ class FilteredLreluGradTileEmuOp : public OpKernel {
   bool adjoint_ = false;
 };
 
+class FilteredLreluTilePlanOp : public OpKernel {
+ public:
+  explicit FilteredLreluTilePlanOp(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, e_.Read(ctx, false)); }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& xs = ctx->input(0);
+    OP_REQUIRES(ctx, xs.NumElements() == 4,
+                errors::InvalidArgument("tile plan: x_shape must have 4 entries, got ", xs.NumElements()));
+    auto v = xs.flat<int32>();
+    FilterRef fu, fd;
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", e_.a.flip, &fu));
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", e_.a.flip, &fd));
+    Params f, g;
+    OP_REQUIRES(ctx, afgan::tile::make_forward(e_.a, v(0), v(1), v(2), v(3), fu, fd, &f),
+                errors::InvalidArgument("tile plan: output would be empty"));
+    afgan::tile::make_grad(e_.a, false, v(0), v(1), v(2), f.outH, f.outW, v(3), fu, fd, &g);
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({2, 6}), &out));
+    auto o = out->matrix<int64_t>();
+    Params* ps[2] = {&f, &g};
+    for (int r = 0; r < 2; ++r) {
+      const bool fits = afgan::tile::plan_tiles(ps[r], static_cast<int64_t>(e_.smem_kb) * 1024, e_.tile_h, e_.tile_w,
+                                                e_.cb, e_.threads);
+      const int64_t row[6] = {fits, ps[r]->TH, ps[r]->TW, ps[r]->CB, static_cast<int64_t>(ps[r]->smem_floats) * 4,
+                              ps[r]->num_blocks()};
+      for (int k = 0; k < 6; ++k) o(r, k) = row[k];
+    }
+  }
+
+ private:
+  EmuAttrs e_;
+};
+
 }  // namespace
+
+REGISTER_KERNEL_BUILDER(Name("AfganFilteredLreluTilePlan").Device(DEVICE_CPU), FilteredLreluTilePlanOp);
 
 #define REGISTER_EMU(T)                                                                                     \
   REGISTER_KERNEL_BUILDER(Name("AfganFilteredLreluTileEmu").Device(DEVICE_CPU).TypeConstraint<T>("T"),      \

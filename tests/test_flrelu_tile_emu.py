@@ -235,6 +235,41 @@ def test_tile_emulator_float16_io():
     parity.assert_close(tf.cast(dx16, tf.float32), dx32, atol=_tol(dx32.numpy(), 4e-3), name="tile_emu/fp16/dx")
 
 
+SG3_LAYERS = [
+    # (x shape, fu shape, fd shape, up, down, padding): StyleGAN3 layer kinds at 256x256 (spec 3.5)
+    ([1, 38, 38, 512], (12,), (12,), 2, 2, [9, 8, 9, 8]),              # T, same-rate layer
+    ([1, 36, 36, 512], (24,), (12,), 4, 2, [21, 20, 21, 20]),          # T, rate-doubling layer
+    ([1, 148, 148, 64], (12,), (12,), 2, 2, [9, 8, 9, 8]),             # T, last layers (many pixels)
+    ([1, 38, 38, 1024], (12,), (12, 12), 2, 2, [9, 8, 9, 8]),          # R, 2-D down filter
+    ([1, 36, 36, 1024], (24,), (12, 12), 4, 2, [21, 20, 21, 20]),      # R, rate-doubling
+    ([1, 256, 256, 32], (1,), (1,), 1, 1, [0, 0, 0, 0]),               # ToRGB (identity filters)
+]
+
+
+def plan(x_shape, fu_shape, fd_shape, up, down, pad, **kw):
+    a = _attrs(up, down, pad, 1.0, 0.2, False)
+    return _lib().afgan_filtered_lrelu_tile_plan(tf.constant(x_shape, tf.int32), tf.ones(fu_shape), tf.ones(fd_shape),
+                                                 **a, **kw).numpy()
+
+
+@pytest.mark.parametrize("layer", range(len(SG3_LAYERS)))
+def test_stylegan3_layers_take_the_tiled_gpu_path(layer):
+    """Every StyleGAN3 layer kind (forward and gradient) fits the GPU's default 48 kB with tiles of >= 4x4."""
+    p = plan(*SG3_LAYERS[layer])
+    for row, what in zip(p, ("forward", "gradient")):
+        fits, th, tw, cb, smem, blocks = row
+        assert fits == 1 and th >= 4 and tw >= 4 and cb % 4 == 0, (what, row)
+        assert smem <= 48 * 1024 and blocks >= 1, (what, row)
+
+
+def test_tile_plan_falls_back_for_huge_filters_and_honours_the_budget():
+    p = plan([1, 64, 64, 8], (200,), (200,), 4, 4, [200, 200, 200, 200])
+    assert (p[:, 0] == 0).all()
+    big = plan([1, 38, 38, 512], (12,), (12,), 2, 2, [9, 8, 9, 8], smem_kb=96)
+    small = plan([1, 38, 38, 512], (12,), (12,), 2, 2, [9, 8, 9, 8])
+    assert (big[:, 4] <= 96 * 1024).all() and (big[:, 1] * big[:, 2] * big[:, 3] >= small[:, 1] * small[:, 2] * small[:, 3]).all()
+
+
 def test_tile_emulator_no_tile_fits_and_bad_attrs():
     """A configuration no tile fits (the GPU op then takes its generic path) and bad tiling attrs fail clearly."""
     f = np.full([200], 1 / 200, np.float32)
