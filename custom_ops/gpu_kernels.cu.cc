@@ -2,7 +2,8 @@
 //
 // Same op definitions as the CPU kernels (registered in the .cc files); the per-element math and the
 // polyphase index rules come from afgan_common.h (shared inline __host__ __device__ functions).
-// Design (generic path; the per-tile shared-memory fusion of spec 1.5 is not implemented yet):
+// Design (generic path; the fused, tiled filtered_lrelu of spec 1.5 is in filtered_lrelu_gpu.cu.cc, which
+// falls back to the generic filtered_lrelu kernels below only when no tile fits in shared memory):
 //   upfirdn2d:      one thread per output element, polyphase loop over the filter footprint (separable
 //                   filters as the product of the two 1-D taps), float accumulation;
 //   bias_act:       one element-wise kernel for the forward and one for the (1st/2nd order) backward;
@@ -452,17 +453,22 @@ class FilteredLreluGradOpGPU : public OpKernel {
 
 }  // namespace
 
+// The generic filtered_lrelu kernels are no longer registered: the ops' GPU kernels are the tiled ones of
+// filtered_lrelu_gpu.cu.cc, which construct these for the configurations they cannot take.
+OpKernel* NewFilteredLreluGenericGPU(OpKernelConstruction* ctx, DataType dtype, bool grad) {
+  if (dtype == DT_HALF)
+    return grad ? static_cast<OpKernel*>(new FilteredLreluGradOpGPU<Eigen::half>(ctx))
+                : static_cast<OpKernel*>(new FilteredLreluOpGPU<Eigen::half>(ctx));
+  return grad ? static_cast<OpKernel*>(new FilteredLreluGradOpGPU<float>(ctx))
+              : static_cast<OpKernel*>(new FilteredLreluOpGPU<float>(ctx));
+}
+
 #define REGISTER_GPU(T)                                                                                     \
   REGISTER_KERNEL_BUILDER(Name("AfganUpfirdn2d").Device(DEVICE_GPU).TypeConstraint<T>("T"),                 \
                           Upfirdn2dOpGPU<T>);                                                               \
   REGISTER_KERNEL_BUILDER(Name("AfganBiasAct").Device(DEVICE_GPU).TypeConstraint<T>("T"), BiasActOpGPU<T>); \
   REGISTER_KERNEL_BUILDER(Name("AfganBiasActGrad").Device(DEVICE_GPU).TypeConstraint<T>("T"),               \
-                          BiasActGradOpGPU<T>);                                                             \
-  REGISTER_KERNEL_BUILDER(Name("AfganFilteredLrelu").Device(DEVICE_GPU).TypeConstraint<T>("T"),             \
-                          FilteredLreluOpGPU<T>);                                                           \
-  REGISTER_KERNEL_BUILDER(                                                                                  \
-      Name("AfganFilteredLreluGrad").Device(DEVICE_GPU).TypeConstraint<T>("T").HostMemory("x_shape"),       \
-      FilteredLreluGradOpGPU<T>);
+                          BiasActGradOpGPU<T>);
 
 REGISTER_GPU(float);
 REGISTER_GPU(Eigen::half);

@@ -1,0 +1,234 @@
+// Fused, tiled CUDA filtered_lrelu (spec 1.5): one thread block per (sample, channel block, output tile);
+// bias, upsampling, gain/lrelu/clamp + 2-bit code (or the code mask in the gradient) and downsampling all in
+// shared memory; only the output tile and the code bytes touch global memory. The algorithm lives in
+// filtered_lrelu_tile.h as phase functions shared with the CPU emulator (filtered_lrelu_emu_op.cc), which
+// is how it is tested on machines without a GPU (tests/test_flrelu_tile_emu.py).
+//
+// Registered for DEVICE_GPU (float32, float16) for AfganFilteredLrelu and AfganFilteredLreluGrad. When no
+// tile fits in the shared-memory budget (SmemBudget: 48 kB by default; with 48 kB the tiles take separable
+// filters up to 22 taps at up = down = 1, 38 at 2, 44 at 4 -- StyleGAN3 uses 12 / 24) the op runs the
+// generic two-kernel path of gpu_kernels.cu.cc instead.
+#if GOOGLE_CUDA
+#define EIGEN_USE_GPU
+
+#include <cstdlib>
+#include <memory>
+
+#include "filtered_lrelu_tile.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/register_types.h"
+#include "tensorflow/core/util/gpu_kernel_helper.h"
+
+namespace tensorflow {
+
+// Generic (non-tiled) filtered_lrelu kernels of gpu_kernels.cu.cc, for the configurations the tiled kernel
+// cannot take.
+OpKernel* NewFilteredLreluGenericGPU(OpKernelConstruction* ctx, DataType dtype, bool grad);
+
+namespace {
+
+using GPUDevice = Eigen::GpuDevice;
+using afgan::tile::FilterRef;
+using afgan::tile::Params;
+
+constexpr int kTileThreads = 256;
+
+// Shared-memory budget per block for the tile planner: 48 kB (no opt-in needed on any architecture), or
+// AFGAN_TF_FLRELU_GPU_SMEM_KB kB (larger tiles, less halo recomputation; capped at the device's opt-in
+// maximum, e.g. 163 kB on sm_80). Untuned: no GPU was available when this was written.
+int64_t SmemBudget() {
+  static const int64_t requested = [] {
+    const char* e = std::getenv("AFGAN_TF_FLRELU_GPU_SMEM_KB");
+    const int64_t kb = e ? std::atoll(e) : 48;
+    return (kb > 0 ? kb : 48) * 1024;
+  }();
+  if (requested <= 48 * 1024) return requested;
+  int dev = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+    return 48 * 1024;
+  return requested < optin ? requested : optin;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kTileThreads) FlreluTileKernel(Params p, afgan::tile::IO<T> io, int64_t nblocks) {
+  extern __shared__ float afgan_flrelu_smem[];
+  const int64_t blk = blockIdx.x + static_cast<int64_t>(blockIdx.y) * gridDim.x;
+  if (blk >= nblocks) return;  // uniform over the block
+  for (int phase = 0; phase < afgan::tile::kNumPhases; ++phase) {
+    afgan::tile::run_phase<T>(phase, p, blk, threadIdx.x, afgan_flrelu_smem, io);
+    __syncthreads();
+  }
+}
+
+template <typename T>
+Status Launch(OpKernelContext* ctx, const Params& p, const afgan::tile::IO<T>& io) {
+  const int64_t nblocks = p.num_blocks();
+  if (nblocks == 0) return OkStatus();
+  const int64_t gx = nblocks < 65536 ? nblocks : 65536;
+  const int64_t gy = (nblocks + gx - 1) / gx;
+  if (gy > 65535) return errors::InvalidArgument("filtered_lrelu: too many tiles (", nblocks, ")");
+  auto stream = ctx->eigen_device<GPUDevice>().stream();
+  const size_t smem_bytes = static_cast<size_t>(p.smem_floats) * sizeof(float);
+  if (smem_bytes > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(FlreluTileKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem_bytes));
+    if (e != cudaSuccess)
+      return errors::Internal("filtered_lrelu: cannot opt in to ", smem_bytes, " bytes of shared memory: ",
+                              cudaGetErrorString(e), " (lower AFGAN_TF_FLRELU_GPU_SMEM_KB)");
+  }
+  FlreluTileKernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), p.nthreads,
+                        smem_bytes, stream>>>(p, io, nblocks);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    return errors::Internal("filtered_lrelu: tiled kernel launch failed: ", cudaGetErrorString(err));
+  return OkStatus();
+}
+
+Status ReadFilterRef(const Tensor& f, const char* name, bool flip, FilterRef* out) {
+  if ((f.dims() != 1 && f.dims() != 2) || f.NumElements() < 1)
+    return errors::InvalidArgument(name, " must be 1-D (separable) or 2-D [fh, fw] with at least one tap, got shape ",
+                                   f.shape().DebugString());
+  *out = afgan::tile::filter_ref(f.flat<float>().data(), f.dims(), f.dim_size(0), f.dims() == 2 ? f.dim_size(1) : 1,
+                                 flip, 1.f, 1.f);
+  return OkStatus();
+}
+
+Status ReadAttrs(OpKernelConstruction* ctx, bool has_clamp, afgan::tile::Attrs* a) {
+  TF_RETURN_IF_ERROR(ctx->GetAttr("upx", &a->upx));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("upy", &a->upy));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("downx", &a->downx));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("downy", &a->downy));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("px0", &a->px0));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("px1", &a->px1));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("py0", &a->py0));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("py1", &a->py1));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &a->gain));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("slope", &a->slope));
+  if (has_clamp) TF_RETURN_IF_ERROR(ctx->GetAttr("clamp", &a->clamp));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("flip_filter", &a->flip));
+  return OkStatus();
+}
+
+template <typename T>
+class FilteredLreluTiledGPU : public OpKernel {
+ public:
+  explicit FilteredLreluTiledGPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ReadAttrs(ctx, true, &a_));
+    generic_.reset(NewFilteredLreluGenericGPU(ctx, DataTypeToEnum<T>::v(), false));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const Tensor& b = ctx->input(3);
+    OP_REQUIRES(ctx, x.dims() == 4,
+                errors::InvalidArgument("filtered_lrelu: x must be [N, H, W, C], got shape ", x.shape().DebugString()));
+    const int N = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2), C = x.dim_size(3);
+    OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == C || b.dim_size(0) == 0),
+                errors::InvalidArgument("filtered_lrelu: b must be [C] = [", C, "] (or [0] for no bias), got shape ",
+                                        b.shape().DebugString()));
+    FilterRef fu, fd;
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", a_.flip, &fu));
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", a_.flip, &fd));
+    Params p;
+    OP_REQUIRES(ctx, afgan::tile::make_forward(a_, N, H, W, C, fu, fd, &p),
+                errors::InvalidArgument("filtered_lrelu: output would be empty for x ", x.shape().DebugString(),
+                                        " and the given up/down/padding/filters"));
+    if (!afgan::tile::plan_tiles(&p, SmemBudget(), 0, 0, 0, kTileThreads)) {
+      generic_->Compute(ctx);
+      return;
+    }
+    Tensor* y = nullptr;
+    Tensor* code = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, p.outH, p.outW, C}), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({N, p.midH, p.midW, p.code_bytes}), &code));
+    if (y->NumElements() == 0) return;
+    auto stream = ctx->eigen_device<GPUDevice>().stream();
+    // Code bytes of samples the down filter never reads stay 0.
+    cudaMemsetAsync(code->flat<uint8_t>().data(), 0, code->NumElements(), stream);
+    afgan::tile::IO<T> io;
+    io.src = x.flat<T>().data();
+    io.bias = b.dim_size(0) ? b.flat<T>().data() : nullptr;
+    io.out = y->flat<T>().data();
+    io.code_w = code->flat<uint8_t>().data();
+    OP_REQUIRES_OK(ctx, Launch<T>(ctx, p, io));
+  }
+
+ private:
+  afgan::tile::Attrs a_;
+  std::unique_ptr<OpKernel> generic_;
+};
+
+template <typename T>
+class FilteredLreluGradTiledGPU : public OpKernel {
+ public:
+  explicit FilteredLreluGradTiledGPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ReadAttrs(ctx, false, &a_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
+    generic_.reset(NewFilteredLreluGenericGPU(ctx, DataTypeToEnum<T>::v(), true));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& code = ctx->input(3);
+    const Tensor& xs = ctx->input(4);  // host memory
+    OP_REQUIRES(ctx, dy.dims() == 4,
+                errors::InvalidArgument("filtered_lrelu grad: dy must be [N, H, W, C], got shape ", dy.shape().DebugString()));
+    FilterRef fu, fd;
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", a_.flip, &fu));
+    OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", a_.flip, &fd));
+    const int N = dy.dim_size(0), C = dy.dim_size(3);
+    int H, W, oh, ow;
+    if (!adjoint_) {
+      OP_REQUIRES(ctx, xs.NumElements() == 4, errors::InvalidArgument("filtered_lrelu grad: x_shape must have 4 entries"));
+      auto v = xs.flat<int32>();
+      OP_REQUIRES(ctx, v(0) == N && v(3) == C,
+                  errors::InvalidArgument("filtered_lrelu grad: x_shape ", v(0), "x", v(3), " does not match dy"));
+      H = v(1); W = v(2); oh = dy.dim_size(1); ow = dy.dim_size(2);
+    } else {
+      H = dy.dim_size(1); W = dy.dim_size(2);
+      oh = afgan::tile::flrelu_out_size(H, a_.upy, a_.downy, a_.py0, a_.py1, fu.h, fd.h);
+      ow = afgan::tile::flrelu_out_size(W, a_.upx, a_.downx, a_.px0, a_.px1, fu.w, fd.w);
+    }
+    Params p;
+    OP_REQUIRES(ctx, afgan::tile::make_grad(a_, adjoint_, N, H, W, oh, ow, C, fu, fd, &p),
+                errors::InvalidArgument("filtered_lrelu grad: empty shapes (x ", H, "x", W, ", y ", oh, "x", ow, ")"));
+    OP_REQUIRES(ctx, code.dims() == 4 && code.dim_size(0) == N && code.dim_size(1) == p.midH &&
+                         code.dim_size(2) == p.midW && code.dim_size(3) == p.code_bytes,
+                errors::InvalidArgument("filtered_lrelu grad: code has shape ", code.shape().DebugString(),
+                                        ", expected [", N, ", ", p.midH, ", ", p.midW, ", ", p.code_bytes, "]"));
+    if (!afgan::tile::plan_tiles(&p, SmemBudget(), 0, 0, 0, kTileThreads)) {
+      generic_->Compute(ctx);
+      return;
+    }
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, p.outH, p.outW, C}), &out));
+    if (out->NumElements() == 0) return;
+    afgan::tile::IO<T> io;
+    io.src = dy.flat<T>().data();
+    io.out = out->flat<T>().data();
+    io.code_r = code.flat<uint8_t>().data();
+    OP_REQUIRES_OK(ctx, Launch<T>(ctx, p, io));
+  }
+
+ private:
+  afgan::tile::Attrs a_;
+  bool adjoint_ = false;
+  std::unique_ptr<OpKernel> generic_;
+};
+
+}  // namespace
+
+#define REGISTER_TILED_GPU(T)                                                                           \
+  REGISTER_KERNEL_BUILDER(Name("AfganFilteredLrelu").Device(DEVICE_GPU).TypeConstraint<T>("T"),         \
+                          FilteredLreluTiledGPU<T>);                                                    \
+  REGISTER_KERNEL_BUILDER(                                                                              \
+      Name("AfganFilteredLreluGrad").Device(DEVICE_GPU).TypeConstraint<T>("T").HostMemory("x_shape"),   \
+      FilteredLreluGradTiledGPU<T>);
+REGISTER_TILED_GPU(float);
+REGISTER_TILED_GPU(Eigen::half);
+#undef REGISTER_TILED_GPU
+
+}  // namespace tensorflow
+
+#endif  // GOOGLE_CUDA
