@@ -81,7 +81,7 @@ def filter_size(f, name="f"):
 
 # Ops whose compiled CPU kernel is slower than TF's reference: impl="auto" uses the reference for them on
 # machines without a GPU; impl="custom" still runs the compiled kernel. Empty since the bias_act CPU kernel was
-# rewritten (per-activation templates, vectorised row loops): it now measures 0.3-0.9x the reference's time on
+# rewritten (per-activation templates, vectorised row loops): it now measures 0.3-1.0x the reference's time on
 # the network shapes (benchmarks/bench_bias_act.py, docs/custom_ops.md). Kept as the switch for a future op.
 AUTO_PREFERS_REF_ON_CPU = frozenset()
 _has_gpu = []
