@@ -6,8 +6,12 @@
 // For linear/relu/lrelu the first derivative comes from y alone (x may be passed as an empty tensor) and
 // the second derivative is 0; other activations need x (and y only when clamping). The Python gradient
 // of AfganBiasActGrad is again AfganBiasActGrad (order + 1 w.r.t. x), so second-order gradients work.
-// CPU kernel: element-wise over the flattened tensor, chunks shared over TF's intra-op thread pool;
-// the per-element math lives in afgan_common.h (shared with the CUDA kernel).
+// CPU kernel: specialised per activation / clamp (templates), bias read per row segment, vectorised
+// branch-free inner loops over flat element ranges shared on TF's intra-op thread pool, output written in
+// place when the input buffer can be forwarded. The per-element math lives in afgan_common.h (shared with
+// the CUDA kernel).
+#include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "afgan_common.h"
@@ -90,31 +94,178 @@ Status BiasLayout(const Tensor& x, const Tensor& b, int axis, int64_t* inner, in
   return OkStatus();
 }
 
+// ------------------------------------------------------------------------------------------------
+// CPU loops. The activation and the clamp are template parameters (the per-element switch of
+// afgan_common.h folds away), the bias is read per [row, C] segment (no per-element index arithmetic),
+// and the inner loops are branch-free so they vectorise. Work is split over flat element ranges
+// [begin, end) on TF's intra-op pool; a range may start and end anywhere inside a bias row.
+
+template <int A, bool CL>
+AFGAN_HD float FwdElem(float z, float alpha, float gain, float clamp) {
+  float v = afgan::act_forward(A, z, alpha) * gain;
+  if (CL) v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
+  return v;
+}
+
+// y[i] = f(x[i] + bias), bias = b[c] (inner == 1: bias on the last axis) or b[(i / inner) % nb].
+template <int A, bool CL>
+void FwdRange(const float* x, const float* b, float* y, int64_t begin, int64_t end, int64_t inner, int64_t nb,
+              float alpha, float gain, float clamp) {
+  if (b == nullptr) {
+#pragma GCC ivdep
+    for (int64_t i = begin; i < end; ++i) y[i] = FwdElem<A, CL>(x[i], alpha, gain, clamp);
+    return;
+  }
+  int64_t i = begin;
+  if (inner == 1) {
+    int64_t c = begin % nb;
+    while (i < end) {
+      const int64_t n = std::min(end - i, nb - c);
+      const float* xs = x + i;
+      const float* bs = b + c;
+      float* ys = y + i;
+#pragma GCC ivdep
+      for (int64_t j = 0; j < n; ++j) ys[j] = FwdElem<A, CL>(xs[j] + bs[j], alpha, gain, clamp);
+      i += n;
+      c = 0;
+    }
+  } else {
+    int64_t seg = begin / inner, off = begin % inner;
+    while (i < end) {
+      const int64_t n = std::min(end - i, inner - off);
+      const float bv = b[seg % nb];
+      const float* xs = x + i;
+      float* ys = y + i;
+#pragma GCC ivdep
+      for (int64_t j = 0; j < n; ++j) ys[j] = FwdElem<A, CL>(xs[j] + bv, alpha, gain, clamp);
+      i += n;
+      off = 0;
+      ++seg;
+    }
+  }
+}
+
+// Backward, y-only activations (linear/relu/lrelu; order 1 -- order 2 is 0 and handled by the generic
+// path): dx = dy * gain * slope(y) * [|y| < clamp]. No bias, no x: a flat element-wise loop.
+template <int A, bool CL>
+void GradYOnlyRange(const float* g, const float* yv, float* dx, int64_t begin, int64_t end, float alpha, float gain,
+                    float clamp) {
+#pragma GCC ivdep
+  for (int64_t i = begin; i < end; ++i) {
+    const float y = (A == afgan::kLinear && !CL) ? 0.f : yv[i];
+    const float r = g[i] * gain * afgan::act_deriv1(A, 0.f, y, alpha);
+    dx[i] = (CL && std::fabs(y) >= clamp) ? 0.f : r;
+  }
+}
+
+// Backward, activations that need z = x + b (and every order-2 call; rare in the networks): the shared
+// per-element math, walking the same bias segments as FwdRange.
+void GradGenericRange(int act, int order, const float* g, const float* x, const float* b, const float* yv, float* dx,
+                      int64_t begin, int64_t end, int64_t inner, int64_t nb, float alpha, float gain, float clamp) {
+  const bool has_y = yv != nullptr;
+  auto elem = [&](int64_t k, float bv) {
+    const float z = x ? x[k] + bv : 0.f;
+    dx[k] = afgan::bias_act_grad_elem(act, order, g[k], z, has_y ? yv[k] : 0.f, alpha, gain, clamp, has_y);
+  };
+  if (b == nullptr || x == nullptr) {
+    for (int64_t i = begin; i < end; ++i) elem(i, 0.f);
+    return;
+  }
+  int64_t i = begin;
+  if (inner == 1) {
+    int64_t c = begin % nb;
+    while (i < end) {
+      const int64_t n = std::min(end - i, nb - c);
+      for (int64_t j = 0; j < n; ++j) elem(i + j, b[c + j]);
+      i += n;
+      c = 0;
+    }
+  } else {
+    int64_t seg = begin / inner, off = begin % inner;
+    while (i < end) {
+      const int64_t n = std::min(end - i, inner - off);
+      const float bv = b[seg % nb];
+      for (int64_t j = 0; j < n; ++j) elem(i + j, bv);
+      i += n;
+      off = 0;
+      ++seg;
+    }
+  }
+}
+
+// Runs fn(begin, end) over [0, total) on the intra-op pool; `cost` = estimated cycles per element.
+template <typename Fn>
+void ParallelElems(OpKernelContext* ctx, int64_t total, int64_t cost, const Fn& fn) {
+  if (total <= 0) return;
+  if (total * cost < 32768) {  // too small to be worth a thread hand-off
+    fn(0, total);
+    return;
+  }
+  auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+  workers->ParallelFor(total, cost, [&](int64_t begin, int64_t end) { fn(begin, end); });
+}
+
+using FwdFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, float, float, float);
+using GradFn = void (*)(const float*, const float*, float*, int64_t, int64_t, float, float, float);
+
+template <int A>
+FwdFn PickFwd(bool cl) { return cl ? &FwdRange<A, true> : &FwdRange<A, false>; }
+
+FwdFn SelectFwd(int act, bool cl) {
+  switch (act) {
+    case afgan::kLinear: return PickFwd<afgan::kLinear>(cl);
+    case afgan::kRelu: return PickFwd<afgan::kRelu>(cl);
+    case afgan::kLrelu: return PickFwd<afgan::kLrelu>(cl);
+    case afgan::kTanh: return PickFwd<afgan::kTanh>(cl);
+    case afgan::kSigmoid: return PickFwd<afgan::kSigmoid>(cl);
+    case afgan::kElu: return PickFwd<afgan::kElu>(cl);
+    case afgan::kSelu: return PickFwd<afgan::kSelu>(cl);
+    case afgan::kSoftplus: return PickFwd<afgan::kSoftplus>(cl);
+    case afgan::kSwish: return PickFwd<afgan::kSwish>(cl);
+  }
+  return nullptr;
+}
+
+GradFn SelectGradYOnly(int act, bool cl) {
+  switch (act) {
+    case afgan::kLinear: return cl ? &GradYOnlyRange<afgan::kLinear, true> : &GradYOnlyRange<afgan::kLinear, false>;
+    case afgan::kRelu: return cl ? &GradYOnlyRange<afgan::kRelu, true> : &GradYOnlyRange<afgan::kRelu, false>;
+    case afgan::kLrelu: return cl ? &GradYOnlyRange<afgan::kLrelu, true> : &GradYOnlyRange<afgan::kLrelu, false>;
+  }
+  return nullptr;
+}
+
+// Cycles per element for the pool's cost model: memory-bound for the piecewise-linear activations,
+// transcendental (exp/tanh, scalar) for the others.
+int64_t ElemCost(int act) { return afgan::act_uses_y_only(act) ? 4 : 40; }
+
 class BiasActOpCPU : public OpKernel {
  public:
-  explicit BiasActOpCPU(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, a_.Read(ctx)); }
+  explicit BiasActOpCPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, a_.Read(ctx));
+    fwd_ = SelectFwd(a_.act, a_.clamp >= 0.f);
+  }
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& b = ctx->input(1);
     int64_t inner, nb;
     OP_REQUIRES_OK(ctx, BiasLayout(x, b, a_.axis, &inner, &nb));
     Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    // Writes in place into x's buffer when nobody else holds it (each element is read before it is written).
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
     const float* xp = x.flat<float>().data();
     const float* bp = nb ? b.flat<float>().data() : nullptr;
     float* yp = y->flat<float>().data();
     const BiasActAttrs a = a_;
-    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    workers->ParallelFor(x.NumElements(), 20, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        float z = xp[i] + (bp ? bp[(i / inner) % nb] : 0.f);
-        yp[i] = afgan::bias_act_elem(a.act, z, a.alpha, a.gain, a.clamp);
-      }
+    const FwdFn fwd = fwd_;
+    ParallelElems(ctx, x.NumElements(), ElemCost(a.act), [&](int64_t begin, int64_t end) {
+      fwd(xp, bp, yp, begin, end, inner, nb, a.alpha, a.gain, a.clamp);
     });
   }
 
  private:
   BiasActAttrs a_;
+  FwdFn fwd_ = nullptr;
 };
 
 class BiasActGradOpCPU : public OpKernel {
@@ -141,7 +292,8 @@ class BiasActGradOpCPU : public OpKernel {
     int64_t inner = 1, nb = 0;
     if (need_x) OP_REQUIRES_OK(ctx, BiasLayout(x, b, a_.axis, &inner, &nb));
     Tensor* dx = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, dy.shape(), &dx));
+    // dx may overwrite dy in place (same index read before write).
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, dy.shape(), &dx));
     const float* gp = dy.flat<float>().data();
     const float* xp = need_x ? x.flat<float>().data() : nullptr;
     const float* bp = (need_x && nb) ? b.flat<float>().data() : nullptr;
@@ -149,13 +301,16 @@ class BiasActGradOpCPU : public OpKernel {
     float* dp = dx->flat<float>().data();
     const BiasActAttrs a = a_;
     const int order = order_;
-    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    workers->ParallelFor(dy.NumElements(), 20, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        float z = xp ? xp[i] + (bp ? bp[(i / inner) % nb] : 0.f) : 0.f;
-        float yv = yp ? yp[i] : 0.f;
-        dp[i] = afgan::bias_act_grad_elem(a.act, order, gp[i], z, yv, a.alpha, a.gain, a.clamp, yp != nullptr);
-      }
+    const int64_t total = dy.NumElements();
+    if (y_only && order == 1) {
+      const GradFn fn = SelectGradYOnly(a.act, a.clamp >= 0.f);
+      ParallelElems(ctx, total, ElemCost(a.act), [&](int64_t begin, int64_t end) {
+        fn(gp, yp, dp, begin, end, a.alpha, a.gain, a.clamp);
+      });
+      return;
+    }
+    ParallelElems(ctx, total, ElemCost(a.act), [&](int64_t begin, int64_t end) {
+      GradGenericRange(a.act, order, gp, xp, bp, yp, dp, begin, end, inner, nb, a.alpha, a.gain, a.clamp);
     });
   }
 

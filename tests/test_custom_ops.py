@@ -449,13 +449,15 @@ def test_gpu_upfirdn2d_and_bias_act_match_cpu(dtype):
         parity.assert_close(g, cpu, atol=_tol(cpu, rel * 4), name=f"gpu/{dtype}/upfirdn2d_bias_act")
 
 
-def test_auto_prefers_reference_bias_act_on_cpu():
-    """impl="auto" picks the compiled kernel where it is faster; bias_act's CPU kernel is not (see _common)."""
+def test_auto_uses_compiled_bias_act_on_cpu(monkeypatch):
+    """impl="auto" picks the compiled kernels on CPU (bias_act included since its CPU kernel beats the reference);
+    an op listed in AUTO_PREFERS_REF_ON_CPU goes to the reference on GPU-less machines unless impl="custom"."""
     from afgan_tf.ops import _common
     _need_lib()
-    if _common.has_gpu():
-        pytest.skip("GPU present: auto uses the compiled bias_act")
+    for op in ("bias_act", "filtered_lrelu", "upfirdn2d"):
+        assert _common.resolve_impl("auto", op) == "custom"
+    monkeypatch.setattr(_common, "AUTO_PREFERS_REF_ON_CPU", frozenset({"bias_act"}))
+    monkeypatch.setattr(_common, "_has_gpu", [False])
     assert _common.resolve_impl("auto", "bias_act") == "ref"
     assert _common.resolve_impl("custom", "bias_act") == "custom"
-    assert _common.resolve_impl("auto", "filtered_lrelu") == "custom"
     assert _common.resolve_impl("auto", "upfirdn2d") == "custom"

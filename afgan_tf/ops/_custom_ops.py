@@ -267,12 +267,17 @@ def _bias_act_grad(op, dy):
     x, b = op.inputs
     y = op.outputs[0]
     a = _ba_attrs(op)
-    empty = tf.zeros([0], dy.dtype)
-    if _act_name(a) in _Y_ONLY:
-        xin, bin_, yin = empty, empty, y
+    act = _act_name(a)
+    if act == "linear" and a["clamp"] < 0:
+        # dy/dx = gain: no kernel call (TF's multiply, or nothing at gain 1); its own gradients are TF's.
+        dx = dy if a["gain"] == 1 else dy * tf.constant(a["gain"], dy.dtype)
     else:
-        xin, bin_, yin = x, b, (y if a["clamp"] >= 0 else empty)
-    dx = _require().afgan_bias_act_grad(dy, xin, bin_, yin, order=1, **a)
+        empty = tf.zeros([0], dy.dtype)
+        if act in _Y_ONLY:
+            xin, bin_, yin = empty, empty, y
+        else:
+            xin, bin_, yin = x, b, (y if a["clamp"] >= 0 else empty)
+        dx = _require().afgan_bias_act_grad(dy, xin, bin_, yin, order=1, **a)
     db = _reduce_to_bias(dx, a["axis"]) if b.shape.num_elements() != 0 else None
     return [dx, db]
 
