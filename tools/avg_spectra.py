@@ -135,7 +135,7 @@ def main(argv):
             sp.plot_slices([s for s, _ in loaded], [os.path.splitext(os.path.basename(a))[0] for a in args],
                            sizes.pop(), FLAGS.save, dpi=FLAGS.dpi, smooth=FLAGS.smooth or 0.0)
             print(f"slices saved to {FLAGS.save}")
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except tu.TOOL_ERRORS as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -79,19 +79,11 @@ def run(network, metrics, data=None, inception=None, num=None, seed=0, batch=Non
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.network is None:
-        print("Error: --network is required", file=sys.stderr)
-        return 1
-    try:
+    def body():
         run(FLAGS.network, FLAGS.metrics, data=FLAGS.data, inception=FLAGS.inception, num=FLAGS.num,
             seed=FLAGS.seed, batch=FLAGS.batch, outdir=FLAGS.outdir, cache_dir=FLAGS.cache_dir,
             verbose=FLAGS.verbose)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return tu.tool_main(argv, FLAGS, ("network",), body)
 
 
 if __name__ == "__main__":

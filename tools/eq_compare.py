@@ -231,18 +231,10 @@ def run(outdir, res=64, cbase=2048, cmax=64, cfgs=DEFAULT_CFGS, net_seed=0, netw
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.outdir is None:
-        print("Error: --outdir is required", file=sys.stderr)
-        return 1
-    try:
+    def body():
         run(FLAGS.outdir, FLAGS.res, FLAGS.cbase, FLAGS.cmax, [c for c in FLAGS.cfgs if c], FLAGS.net_seed,
             FLAGS.network, FLAGS.num, FLAGS.seed, FLAGS.batch, FLAGS.num_avg, FLAGS.frames)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return tu.tool_main(argv, FLAGS, ("outdir",), body)
 
 
 if __name__ == "__main__":

@@ -67,21 +67,12 @@ def generate_images(network, seeds, outdir, trunc=1.0, class_idx=None, translate
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for req in ("network", "seeds", "outdir"):
-        if getattr(FLAGS, req) is None:
-            print(f"Error: --{req} is required", file=sys.stderr)
-            return 1
-    try:
+    def body():
         paths = generate_images(FLAGS.network, FLAGS.seeds, FLAGS.outdir, trunc=FLAGS.trunc,
                                 class_idx=FLAGS["class"].value, translate=tu.parse_vec2(FLAGS.translate),
                                 rotate=FLAGS.rotate, grid=FLAGS.grid)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
-    print(f"{len(paths)} files written to {os.path.abspath(FLAGS.outdir)}")
-    return 0
+        print(f"{len(paths)} files written to {os.path.abspath(FLAGS.outdir)}")
+    return tu.tool_main(argv, FLAGS, ("network", "seeds", "outdir"), body)
 
 
 if __name__ == "__main__":

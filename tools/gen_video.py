@@ -104,21 +104,12 @@ def make_video(network, seeds, output, grid="1x1", num_keyframes=None, w_frames=
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for req in ("network", "seeds", "output"):
-        if getattr(FLAGS, req) is None:
-            print(f"Error: --{req} is required", file=sys.stderr)
-            return 1
-    try:
+    def body():
         path, n = make_video(FLAGS.network, FLAGS.seeds, FLAGS.output, grid=FLAGS.grid,
                              num_keyframes=FLAGS.num_keyframes, w_frames=FLAGS.w_frames, trunc=FLAGS.trunc,
                              shuffle_seed=FLAGS.shuffle_seed, class_idx=FLAGS["class"].value, fps=FLAGS.fps)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
-    print(f"{n} frames written to {os.path.abspath(path)}")
-    return 0
+        print(f"{n} frames written to {os.path.abspath(path)}")
+    return tu.tool_main(argv, FLAGS, ("network", "seeds", "output"), body)
 
 
 if __name__ == "__main__":

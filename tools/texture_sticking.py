@@ -174,21 +174,13 @@ def texture_sticking(networks, outdir, seed=0, seed2=1, num_avg=64, radius=0.3, 
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.network or FLAGS.outdir is None:
-        print("Error: --network (once or twice) and --outdir are required", file=sys.stderr)
-        return 1
-    try:
+    def body():
         paths = texture_sticking(FLAGS.network, FLAGS.outdir, FLAGS.seed, FLAGS.seed2, FLAGS.num_avg, FLAGS.radius,
                                  FLAGS.frames, FLAGS.shift, FLAGS.column, FLAGS.fps, FLAGS.video, FLAGS.trunc,
                                  FLAGS.batch)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
-    for k, p in paths.items():
-        print(f"{k}: {p}")
-    return 0
+        for k, p in paths.items():
+            print(f"{k}: {p}")
+    return tu.tool_main(argv, FLAGS, ("network", "outdir"), body)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import math
 import os
 import re
 import tempfile
+import sys
 
 import numpy as np
 
@@ -224,3 +225,30 @@ def normalise_argv(argv):
             a = "--" + name.replace("-", "_") + eq + val
         out.append(a)
     return out
+
+
+TOOL_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
+
+
+def tool_main(argv, flags, required, body):
+    """The shared entry of the command-line tools (call it from an absl ``main(argv)``).
+
+    Refuses positional arguments (``absl.app.UsageError``), checks that every flag named in ``required`` was given
+    (None or an empty list counts as missing), then runs ``body()``; the errors of bad input (``TOOL_ERRORS``) are
+    printed as one ``Error: ...`` line. Returns the exit status (``body()``'s return value, 0 when it returns None;
+    1 on an error).
+    """
+    from absl import app
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    missing = [name for name in required if getattr(flags, name) in (None, [])]
+    if missing:
+        print(f"Error: {' and '.join('--' + m for m in missing)} {'is' if len(missing) == 1 else 'are'} required",
+              file=sys.stderr)
+        return 1
+    try:
+        rc = body()
+    except TOOL_ERRORS as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    return 0 if rc is None else rc
