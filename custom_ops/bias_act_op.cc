@@ -15,6 +15,7 @@
 #include <string>
 
 #include "afgan_common.h"
+#include "op_attrs.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -57,42 +58,8 @@ REGISTER_OP("AfganBiasActGrad")
 
 namespace {
 
-int ActCode(const std::string& a) {
-  static const char* names[] = {"linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"};
-  for (int i = 0; i < 9; ++i)
-    if (a == names[i]) return i;
-  return -1;
-}
-
-struct BiasActAttrs {
-  int act = 0, axis = 1;
-  float alpha, gain, clamp;
-  Status Read(OpKernelConstruction* ctx) {
-    std::string a;
-    TF_RETURN_IF_ERROR(ctx->GetAttr("act", &a));
-    act = ActCode(a);
-    if (act < 0) return errors::InvalidArgument("bias_act: unknown act '", a, "'");
-    TF_RETURN_IF_ERROR(ctx->GetAttr("alpha", &alpha));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &gain));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("clamp", &clamp));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("axis", &axis));
-    return OkStatus();
-  }
-};
-
-// Checks b against x and returns the stride ("inner" size) of the bias axis.
-Status BiasLayout(const Tensor& x, const Tensor& b, int axis, int64_t* inner, int64_t* nb) {
-  *nb = b.NumElements();
-  *inner = 1;
-  if (*nb == 0) return OkStatus();
-  if (axis >= x.dims())
-    return errors::InvalidArgument("bias_act: axis ", axis, " out of range for x of shape ", x.shape().DebugString());
-  if (b.dims() != 1 || b.dim_size(0) != x.dim_size(axis))
-    return errors::InvalidArgument("bias_act: b must be 1-D with x.shape[", axis, "] = ", x.dim_size(axis),
-                                   " entries, got shape ", b.shape().DebugString());
-  for (int d = axis + 1; d < x.dims(); ++d) *inner *= x.dim_size(d);
-  return OkStatus();
-}
+using afgan_ops::BiasActAttrs;
+using afgan_ops::BiasLayout;
 
 // ------------------------------------------------------------------------------------------------
 // CPU loops. The activation and the clamp are template parameters (the per-element switch of
@@ -242,7 +209,7 @@ int64_t ElemCost(int act) { return afgan::act_uses_y_only(act) ? 4 : 40; }
 class BiasActOpCPU : public OpKernel {
  public:
   explicit BiasActOpCPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, a_.Read(ctx));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadBiasActAttrs(ctx, &a_));
     fwd_ = SelectFwd(a_.act, a_.clamp >= 0.f);
   }
   void Compute(OpKernelContext* ctx) override {
@@ -271,7 +238,7 @@ class BiasActOpCPU : public OpKernel {
 class BiasActGradOpCPU : public OpKernel {
  public:
   explicit BiasActGradOpCPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, a_.Read(ctx));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadBiasActAttrs(ctx, &a_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("order", &order_));
     OP_REQUIRES(ctx, order_ == 1 || order_ == 2, errors::InvalidArgument("bias_act grad: order must be 1 or 2"));
   }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "filtered_lrelu_tile.h"
+#include "op_attrs.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -32,6 +33,7 @@ namespace {
 using afgan::tile::Attrs;
 using afgan::tile::FilterRef;
 using afgan::tile::Params;
+using afgan_ops::ReadFilterRef;
 
 Status TileAttrsShape(shape_inference::InferenceContext* c) {
   // Outputs are shaped at run time (the emulator is a test op).
@@ -107,18 +109,7 @@ struct EmuAttrs {
   int tile_h = 0, tile_w = 0, cb = 0, threads = 256, smem_kb = 48, skip_phase = -1;
   bool reverse_threads = false;
   Status Read(OpKernelConstruction* ctx, bool has_clamp) {
-    TF_RETURN_IF_ERROR(ctx->GetAttr("upx", &a.upx));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("upy", &a.upy));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("downx", &a.downx));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("downy", &a.downy));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("px0", &a.px0));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("px1", &a.px1));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("py0", &a.py0));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("py1", &a.py1));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &a.gain));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("slope", &a.slope));
-    if (has_clamp) TF_RETURN_IF_ERROR(ctx->GetAttr("clamp", &a.clamp));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("flip_filter", &a.flip));
+    TF_RETURN_IF_ERROR(afgan_ops::ReadFlreluAttrs(ctx, has_clamp, &a));
     TF_RETURN_IF_ERROR(ctx->GetAttr("tile_h", &tile_h));
     TF_RETURN_IF_ERROR(ctx->GetAttr("tile_w", &tile_w));
     TF_RETURN_IF_ERROR(ctx->GetAttr("cb", &cb));
@@ -132,15 +123,6 @@ struct EmuAttrs {
     return OkStatus();
   }
 };
-
-Status ReadFilterRef(const Tensor& f, const char* name, bool flip, FilterRef* out) {
-  if ((f.dims() != 1 && f.dims() != 2) || f.NumElements() < 1)
-    return errors::InvalidArgument(name, " must be 1-D (separable) or 2-D [fh, fw] with at least one tap, got shape ",
-                                   f.shape().DebugString());
-  *out = afgan::tile::filter_ref(f.flat<float>().data(), f.dims(), f.dim_size(0), f.dims() == 2 ? f.dim_size(1) : 1,
-                                 flip, 1.f, 1.f);
-  return OkStatus();
-}
 
 Status Plan(const EmuAttrs& e, Params* p) {
   if (!afgan::tile::plan_tiles(p, static_cast<int64_t>(e.smem_kb) * 1024, e.tile_h, e.tile_w, e.cb, e.threads))
@@ -189,13 +171,9 @@ class FilteredLreluTileEmuOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& b = ctx->input(3);
-    OP_REQUIRES(ctx, x.dims() == 4,
-                errors::InvalidArgument("filtered_lrelu (tile emulator): x must be [N, H, W, C], got shape ",
-                                        x.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckNHWC(x, "filtered_lrelu (tile emulator): x"));
     const int N = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2), C = x.dim_size(3);
-    OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == C || b.dim_size(0) == 0),
-                errors::InvalidArgument("filtered_lrelu (tile emulator): b must be [C] = [", C, "] (or [0]), got shape ",
-                                        b.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFlreluBias(b, C, "filtered_lrelu (tile emulator)"));
     FilterRef fu, fd;
     OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", e_.a.flip, &fu));
     OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", e_.a.flip, &fd));
@@ -234,35 +212,18 @@ class FilteredLreluGradTileEmuOp : public OpKernel {
     const Tensor& dy = ctx->input(0);
     const Tensor& code = ctx->input(3);
     const Tensor& xs = ctx->input(4);
-    OP_REQUIRES(ctx, dy.dims() == 4,
-                errors::InvalidArgument("filtered_lrelu grad (tile emulator): dy must be [N, H, W, C], got shape ",
-                                        dy.shape().DebugString()));
     FilterRef fu, fd;
     OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", e_.a.flip, &fu));
     OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", e_.a.flip, &fd));
     const Attrs& a = e_.a;
+    int H = 0, W = 0, oh = 0, ow = 0;
+    OP_REQUIRES_OK(ctx, afgan_ops::FlreluGradSizes(dy, xs, adjoint_, a, fu.w, fu.h, fd.w, fd.h,
+                                                   "filtered_lrelu grad (tile emulator)", &H, &W, &oh, &ow));
     const int N = dy.dim_size(0), C = dy.dim_size(3);
-    int H, W, oh, ow;
-    if (!adjoint_) {
-      OP_REQUIRES(ctx, xs.NumElements() == 4,
-                  errors::InvalidArgument("filtered_lrelu grad (tile emulator): x_shape must have 4 entries"));
-      auto v = xs.flat<int32>();
-      OP_REQUIRES(ctx, v(0) == N && v(3) == C,
-                  errors::InvalidArgument("filtered_lrelu grad (tile emulator): x_shape does not match dy"));
-      H = v(1); W = v(2); oh = dy.dim_size(1); ow = dy.dim_size(2);
-    } else {
-      H = dy.dim_size(1); W = dy.dim_size(2);
-      oh = afgan::tile::flrelu_out_size(H, a.upy, a.downy, a.py0, a.py1, fu.h, fd.h);
-      ow = afgan::tile::flrelu_out_size(W, a.upx, a.downx, a.px0, a.px1, fu.w, fd.w);
-    }
     Params p;
     OP_REQUIRES(ctx, afgan::tile::make_grad(a, adjoint_, N, H, W, oh, ow, C, fu, fd, &p),
                 errors::InvalidArgument("filtered_lrelu grad (tile emulator): empty shapes"));
-    OP_REQUIRES(ctx, code.dims() == 4 && code.dim_size(0) == N && code.dim_size(1) == p.midH &&
-                         code.dim_size(2) == p.midW && code.dim_size(3) == p.code_bytes,
-                errors::InvalidArgument("filtered_lrelu grad (tile emulator): code has shape ",
-                                        code.shape().DebugString(), ", expected [", N, ", ", p.midH, ", ", p.midW, ", ",
-                                        p.code_bytes, "]"));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFlreluCode(code, N, p.midH, p.midW, C, "filtered_lrelu grad (tile emulator)"));
     OP_REQUIRES_OK(ctx, Plan(e_, &p));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, p.outH, p.outW, C}), &out));

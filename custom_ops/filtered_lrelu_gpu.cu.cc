@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "filtered_lrelu_tile.h"
+#include "op_attrs.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/util/gpu_kernel_helper.h"
@@ -30,6 +31,7 @@ namespace {
 using GPUDevice = Eigen::GpuDevice;
 using afgan::tile::FilterRef;
 using afgan::tile::Params;
+using afgan_ops::ReadFilterRef;
 
 constexpr int kTileThreads = 256;
 
@@ -85,48 +87,20 @@ Status Launch(OpKernelContext* ctx, const Params& p, const afgan::tile::IO<T>& i
   return OkStatus();
 }
 
-Status ReadFilterRef(const Tensor& f, const char* name, bool flip, FilterRef* out) {
-  if ((f.dims() != 1 && f.dims() != 2) || f.NumElements() < 1)
-    return errors::InvalidArgument(name, " must be 1-D (separable) or 2-D [fh, fw] with at least one tap, got shape ",
-                                   f.shape().DebugString());
-  *out = afgan::tile::filter_ref(f.flat<float>().data(), f.dims(), f.dim_size(0), f.dims() == 2 ? f.dim_size(1) : 1,
-                                 flip, 1.f, 1.f);
-  return OkStatus();
-}
-
-Status ReadAttrs(OpKernelConstruction* ctx, bool has_clamp, afgan::tile::Attrs* a) {
-  TF_RETURN_IF_ERROR(ctx->GetAttr("upx", &a->upx));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("upy", &a->upy));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("downx", &a->downx));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("downy", &a->downy));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("px0", &a->px0));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("px1", &a->px1));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("py0", &a->py0));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("py1", &a->py1));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &a->gain));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("slope", &a->slope));
-  if (has_clamp) TF_RETURN_IF_ERROR(ctx->GetAttr("clamp", &a->clamp));
-  TF_RETURN_IF_ERROR(ctx->GetAttr("flip_filter", &a->flip));
-  return OkStatus();
-}
-
 template <typename T>
 class FilteredLreluTiledGPU : public OpKernel {
  public:
   explicit FilteredLreluTiledGPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ReadAttrs(ctx, true, &a_));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadFlreluAttrs(ctx, true, &a_));
     generic_.reset(NewFilteredLreluGenericGPU(ctx, DataTypeToEnum<T>::v(), false));
   }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& b = ctx->input(3);
-    OP_REQUIRES(ctx, x.dims() == 4,
-                errors::InvalidArgument("filtered_lrelu: x must be [N, H, W, C], got shape ", x.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckNHWC(x, "filtered_lrelu: x"));
     const int N = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2), C = x.dim_size(3);
-    OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == C || b.dim_size(0) == 0),
-                errors::InvalidArgument("filtered_lrelu: b must be [C] = [", C, "] (or [0] for no bias), got shape ",
-                                        b.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFlreluBias(b, C, "filtered_lrelu"));
     FilterRef fu, fd;
     OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", a_.flip, &fu));
     OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", a_.flip, &fd));
@@ -155,7 +129,7 @@ class FilteredLreluTiledGPU : public OpKernel {
   }
 
  private:
-  afgan::tile::Attrs a_;
+  afgan_ops::FlreluAttrs a_;
   std::unique_ptr<OpKernel> generic_;
 };
 
@@ -163,7 +137,7 @@ template <typename T>
 class FilteredLreluGradTiledGPU : public OpKernel {
  public:
   explicit FilteredLreluGradTiledGPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ReadAttrs(ctx, false, &a_));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadFlreluAttrs(ctx, false, &a_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
     generic_.reset(NewFilteredLreluGenericGPU(ctx, DataTypeToEnum<T>::v(), true));
   }
@@ -172,31 +146,17 @@ class FilteredLreluGradTiledGPU : public OpKernel {
     const Tensor& dy = ctx->input(0);
     const Tensor& code = ctx->input(3);
     const Tensor& xs = ctx->input(4);  // host memory
-    OP_REQUIRES(ctx, dy.dims() == 4,
-                errors::InvalidArgument("filtered_lrelu grad: dy must be [N, H, W, C], got shape ", dy.shape().DebugString()));
     FilterRef fu, fd;
     OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(1), "fu", a_.flip, &fu));
     OP_REQUIRES_OK(ctx, ReadFilterRef(ctx->input(2), "fd", a_.flip, &fd));
+    int H = 0, W = 0, oh = 0, ow = 0;
+    OP_REQUIRES_OK(ctx, afgan_ops::FlreluGradSizes(dy, xs, adjoint_, a_, fu.w, fu.h, fd.w, fd.h, "filtered_lrelu grad",
+                                                   &H, &W, &oh, &ow));
     const int N = dy.dim_size(0), C = dy.dim_size(3);
-    int H, W, oh, ow;
-    if (!adjoint_) {
-      OP_REQUIRES(ctx, xs.NumElements() == 4, errors::InvalidArgument("filtered_lrelu grad: x_shape must have 4 entries"));
-      auto v = xs.flat<int32>();
-      OP_REQUIRES(ctx, v(0) == N && v(3) == C,
-                  errors::InvalidArgument("filtered_lrelu grad: x_shape ", v(0), "x", v(3), " does not match dy"));
-      H = v(1); W = v(2); oh = dy.dim_size(1); ow = dy.dim_size(2);
-    } else {
-      H = dy.dim_size(1); W = dy.dim_size(2);
-      oh = afgan::tile::flrelu_out_size(H, a_.upy, a_.downy, a_.py0, a_.py1, fu.h, fd.h);
-      ow = afgan::tile::flrelu_out_size(W, a_.upx, a_.downx, a_.px0, a_.px1, fu.w, fd.w);
-    }
     Params p;
     OP_REQUIRES(ctx, afgan::tile::make_grad(a_, adjoint_, N, H, W, oh, ow, C, fu, fd, &p),
                 errors::InvalidArgument("filtered_lrelu grad: empty shapes (x ", H, "x", W, ", y ", oh, "x", ow, ")"));
-    OP_REQUIRES(ctx, code.dims() == 4 && code.dim_size(0) == N && code.dim_size(1) == p.midH &&
-                         code.dim_size(2) == p.midW && code.dim_size(3) == p.code_bytes,
-                errors::InvalidArgument("filtered_lrelu grad: code has shape ", code.shape().DebugString(),
-                                        ", expected [", N, ", ", p.midH, ", ", p.midW, ", ", p.code_bytes, "]"));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFlreluCode(code, N, p.midH, p.midW, C, "filtered_lrelu grad"));
     if (!afgan::tile::plan_tiles(&p, SmemBudget(), 0, 0, 0, kTileThreads)) {
       generic_->Compute(ctx);
       return;
@@ -212,7 +172,7 @@ class FilteredLreluGradTiledGPU : public OpKernel {
   }
 
  private:
-  afgan::tile::Attrs a_;
+  afgan_ops::FlreluAttrs a_;
   bool adjoint_ = false;
   std::unique_ptr<OpKernel> generic_;
 };

@@ -31,6 +31,7 @@
 
 #include "afgan_common.h"
 #include "cpu_taps.h"
+#include "op_attrs.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -39,28 +40,8 @@ namespace tensorflow {
 using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
-
-namespace {
-
-// Filter size (w, h) from a rank-1/rank-2 filter shape in shape inference; -1 when unknown.
-void InferFilterSize(InferenceContext* c, int input, int64_t* fw, int64_t* fh) {
-  ShapeHandle s = c->input(input);
-  *fw = *fh = -1;
-  if (!c->RankKnown(s)) return;
-  if (c->Rank(s) == 1) {
-    if (c->ValueKnown(c->Dim(s, 0))) *fw = *fh = c->Value(c->Dim(s, 0));
-  } else if (c->Rank(s) == 2) {
-    if (c->ValueKnown(c->Dim(s, 0))) *fh = c->Value(c->Dim(s, 0));
-    if (c->ValueKnown(c->Dim(s, 1))) *fw = c->Value(c->Dim(s, 1));
-  }
-}
-
-int64_t FlreluOutSize(int64_t n, int up, int down, int p0, int p1, int64_t fu, int64_t fd) {
-  int64_t num = n * up + p0 + p1 - (fu - 1) - (fd - 1) + (down - 1);
-  return num < 0 ? -1 : num / down;
-}
-
-}  // namespace
+using afgan::tile::flrelu_out_size;
+using afgan_ops::InferFilterSize;
 
 REGISTER_OP("AfganFilteredLrelu")
     .Input("x: T")
@@ -85,15 +66,8 @@ REGISTER_OP("AfganFilteredLrelu")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
-      int upx, upy, downx, downy, px0, px1, py0, py1;
-      TF_RETURN_IF_ERROR(c->GetAttr("upx", &upx));
-      TF_RETURN_IF_ERROR(c->GetAttr("upy", &upy));
-      TF_RETURN_IF_ERROR(c->GetAttr("downx", &downx));
-      TF_RETURN_IF_ERROR(c->GetAttr("downy", &downy));
-      TF_RETURN_IF_ERROR(c->GetAttr("px0", &px0));
-      TF_RETURN_IF_ERROR(c->GetAttr("px1", &px1));
-      TF_RETURN_IF_ERROR(c->GetAttr("py0", &py0));
-      TF_RETURN_IF_ERROR(c->GetAttr("py1", &py1));
+      afgan_ops::UpDownPad a;
+      TF_RETURN_IF_ERROR(afgan_ops::ReadUpDownPad(c, &a));
       int64_t fuw, fuh, fdw, fdh;
       InferFilterSize(c, 1, &fuw, &fuh);
       InferFilterSize(c, 2, &fdw, &fdh);
@@ -101,16 +75,16 @@ REGISTER_OP("AfganFilteredLrelu")
                       ws = c->UnknownDim(), cb = c->UnknownDim();
       DimensionHandle h = c->Dim(x, 1), w = c->Dim(x, 2), ch = c->Dim(x, 3);
       if (c->ValueKnown(h) && fuh > 0 && fdh > 0) {
-        int64_t o = FlreluOutSize(c->Value(h), upy, downy, py0, py1, fuh, fdh);
+        int64_t o = flrelu_out_size(c->Value(h), a.upy, a.downy, a.py0, a.py1, fuh, fdh);
         if (o < 1) return errors::InvalidArgument("filtered_lrelu: output height would be < 1");
         oh = c->MakeDim(o);
-        hs = c->MakeDim((o - 1) * downy + fdh);
+        hs = c->MakeDim((o - 1) * a.downy + fdh);
       }
       if (c->ValueKnown(w) && fuw > 0 && fdw > 0) {
-        int64_t o = FlreluOutSize(c->Value(w), upx, downx, px0, px1, fuw, fdw);
+        int64_t o = flrelu_out_size(c->Value(w), a.upx, a.downx, a.px0, a.px1, fuw, fdw);
         if (o < 1) return errors::InvalidArgument("filtered_lrelu: output width would be < 1");
         ow = c->MakeDim(o);
-        ws = c->MakeDim((o - 1) * downx + fdw);
+        ws = c->MakeDim((o - 1) * a.downx + fdw);
       }
       if (c->ValueKnown(ch)) cb = c->MakeDim((c->Value(ch) + 3) / 4);
       c->set_output(0, c->MakeShape({c->Dim(x, 0), oh, ow, ch}));
@@ -178,10 +152,7 @@ struct FilterInfo {
 // x/y passes by gx_scale/gy_scale (separable) or the 2-D filter by their product.
 Status ReadFilter(const Tensor& f, const char* name, bool flip_filter, float gx_scale, float gy_scale,
                   FilterInfo* out) {
-  if (f.dims() != 1 && f.dims() != 2)
-    return errors::InvalidArgument(name, " must be 1-D (separable) or 2-D [fh, fw], got shape ",
-                                   f.shape().DebugString());
-  if (f.NumElements() < 1) return errors::InvalidArgument(name, " must have at least one tap");
+  TF_RETURN_IF_ERROR(afgan_ops::CheckFilter(f, name));
   auto v = f.flat<float>();
   if (f.dims() == 1) {
     int n = static_cast<int>(f.dim_size(0));
@@ -1232,31 +1203,12 @@ bool CodeFullyWritten(const Geometry& g) {
   return true;
 }
 
-struct FlreluAttrs {
-  int upx, upy, downx, downy, px0, px1, py0, py1;
-  float gain, slope, clamp = -1.f;
-  bool flip;
-  Status Read(OpKernelConstruction* ctx, bool has_clamp) {
-    TF_RETURN_IF_ERROR(ctx->GetAttr("upx", &upx));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("upy", &upy));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("downx", &downx));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("downy", &downy));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("px0", &px0));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("px1", &px1));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("py0", &py0));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("py1", &py1));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &gain));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("slope", &slope));
-    if (has_clamp) TF_RETURN_IF_ERROR(ctx->GetAttr("clamp", &clamp));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("flip_filter", &flip));
-    return OkStatus();
-  }
-};
+using afgan_ops::FlreluAttrs;
 
 class FilteredLreluOpCPU : public OpKernel {
  public:
   explicit FilteredLreluOpCPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, a_.Read(ctx, true));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadFlreluAttrs(ctx, true, &a_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -1264,17 +1216,14 @@ class FilteredLreluOpCPU : public OpKernel {
     const Tensor& fu = ctx->input(1);
     const Tensor& fd = ctx->input(2);
     const Tensor& b = ctx->input(3);
-    OP_REQUIRES(ctx, x.dims() == 4,
-                errors::InvalidArgument("filtered_lrelu: x must be [N, H, W, C], got shape ", x.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckNHWC(x, "filtered_lrelu: x"));
     const int N = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2), C = x.dim_size(3);
-    OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == C || b.dim_size(0) == 0),
-                errors::InvalidArgument("filtered_lrelu: b must be [C] = [", C, "] (or [0] for no bias), got shape ",
-                                        b.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFlreluBias(b, C, "filtered_lrelu"));
     FilterInfo FU, FD;
     OP_REQUIRES_OK(ctx, ReadFilter(fu, "fu", a_.flip, a_.upx, a_.upy, &FU));
     OP_REQUIRES_OK(ctx, ReadFilter(fd, "fd", a_.flip, 1.f, 1.f, &FD));
-    const int64_t oh = FlreluOutSize(H, a_.upy, a_.downy, a_.py0, a_.py1, FU.h, FD.h);
-    const int64_t ow = FlreluOutSize(W, a_.upx, a_.downx, a_.px0, a_.px1, FU.w, FD.w);
+    const int64_t oh = flrelu_out_size(H, a_.upy, a_.downy, a_.py0, a_.py1, FU.h, FD.h);
+    const int64_t ow = flrelu_out_size(W, a_.upx, a_.downx, a_.px0, a_.px1, FU.w, FD.w);
     OP_REQUIRES(ctx, oh >= 1 && ow >= 1,
                 errors::InvalidArgument("filtered_lrelu: output would be empty (", oh, " x ", ow, ") for x ",
                                         x.shape().DebugString(), " and the given up/down/padding/filters"));
@@ -1310,7 +1259,7 @@ class FilteredLreluOpCPU : public OpKernel {
 class FilteredLreluGradOpCPU : public OpKernel {
  public:
   explicit FilteredLreluGradOpCPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, a_.Read(ctx, false));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadFlreluAttrs(ctx, false, &a_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
   }
 
@@ -1320,31 +1269,15 @@ class FilteredLreluGradOpCPU : public OpKernel {
     const Tensor& fd = ctx->input(2);
     const Tensor& code = ctx->input(3);
     const Tensor& xs = ctx->input(4);
-    OP_REQUIRES(ctx, dy.dims() == 4,
-                errors::InvalidArgument("filtered_lrelu grad: dy must be [N, H, W, C], got ", dy.shape().DebugString()));
-    OP_REQUIRES(ctx, code.dims() == 4, errors::InvalidArgument("filtered_lrelu grad: code must be rank 4"));
     FilterInfo FU, FD;
     OP_REQUIRES_OK(ctx, ReadFilter(fu, "fu", a_.flip, a_.upx, a_.upy, &FU));
     OP_REQUIRES_OK(ctx, ReadFilter(fd, "fd", a_.flip, 1.f, 1.f, &FD));
+    int H = 0, W = 0, oh = 0, ow = 0;  // forward x size and forward y size
+    OP_REQUIRES_OK(ctx, afgan_ops::FlreluGradSizes(dy, xs, adjoint_, a_, FU.w, FU.h, FD.w, FD.h, "filtered_lrelu grad",
+                                                   &H, &W, &oh, &ow));
     const int N = dy.dim_size(0), C = dy.dim_size(3);
-    int H, W, oh, ow;  // forward x size and forward y size
-    if (!adjoint_) {
-      OP_REQUIRES(ctx, xs.NumElements() == 4, errors::InvalidArgument("filtered_lrelu grad: x_shape must have 4 entries"));
-      auto v = xs.flat<int32>();
-      H = v(1); W = v(2);
-      OP_REQUIRES(ctx, v(0) == N && v(3) == C,
-                  errors::InvalidArgument("filtered_lrelu grad: x_shape ", v(0), "x", v(3), " does not match dy"));
-      oh = dy.dim_size(1); ow = dy.dim_size(2);
-    } else {
-      H = dy.dim_size(1); W = dy.dim_size(2);
-      oh = FlreluOutSize(H, a_.upy, a_.downy, a_.py0, a_.py1, FU.h, FD.h);
-      ow = FlreluOutSize(W, a_.upx, a_.downx, a_.px0, a_.px1, FU.w, FD.w);
-    }
     const int hiH = (oh - 1) * a_.downy + FD.h, hiW = (ow - 1) * a_.downx + FD.w;
-    OP_REQUIRES(ctx, code.dim_size(0) == N && code.dim_size(1) == hiH && code.dim_size(2) == hiW &&
-                         code.dim_size(3) == (C + 3) / 4,
-                errors::InvalidArgument("filtered_lrelu grad: code has shape ", code.shape().DebugString(), ", expected [",
-                                        N, ", ", hiH, ", ", hiW, ", ", (C + 3) / 4, "]"));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFlreluCode(code, N, hiH, hiW, C, "filtered_lrelu grad"));
     Geometry g;
     g.N = N; g.C = C; g.hiH = hiH; g.hiW = hiW;
     g.mid = Mid::kMask;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "afgan_common.h"
+#include "op_attrs.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
 #include "tensorflow/core/util/gpu_kernel_helper.h"
@@ -88,47 +89,31 @@ template <typename T>
 class Upfirdn2dOpGPU : public OpKernel {
  public:
   explicit Upfirdn2dOpGPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    for (auto p : {std::make_pair("upx", &upx_), std::make_pair("upy", &upy_), std::make_pair("downx", &downx_),
-                   std::make_pair("downy", &downy_), std::make_pair("px0", &px0_), std::make_pair("px1", &px1_),
-                   std::make_pair("py0", &py0_), std::make_pair("py1", &py1_)})
-      OP_REQUIRES_OK(ctx, ctx->GetAttr(p.first, p.second));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("flip_filter", &flip_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("gain", &gain_));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadUpfirdn2dAttrs(ctx, &a_));
   }
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& f = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 4, errors::InvalidArgument("upfirdn2d: x must be [N, H, W, C]"));
-    OP_REQUIRES(ctx, (f.dims() == 1 || f.dims() == 2) && f.NumElements() >= 1,
-                errors::InvalidArgument("upfirdn2d: f must be 1-D (separable) or 2-D [fh, fw]"));
-    DevFilter df = MakeFilter(f, flip_, gain_);
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckNHWC(x, "upfirdn2d: x"));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFilter(f, "upfirdn2d: f"));
+    const afgan_ops::Upfirdn2dAttrs& a = a_;
+    DevFilter df = MakeFilter(f, a.flip, a.gain);
     const int N = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2), C = x.dim_size(3);
-    const int64_t nh = static_cast<int64_t>(H) * upy_ + py0_ + py1_ - df.h;
-    const int64_t nw = static_cast<int64_t>(W) * upx_ + px0_ + px1_ - df.w;
-    OP_REQUIRES(ctx, nh >= 0 && nw >= 0, errors::InvalidArgument("upfirdn2d: output would be empty"));
-    const int OH = nh / downy_ + 1, OW = nw / downx_ + 1;
+    int OH = 0, OW = 0;
+    OP_REQUIRES_OK(ctx, afgan_ops::Upfirdn2dOutSize(x, a, df.w, df.h, &OH, &OW));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, OH, OW, C}), &y));
     if (y->NumElements() == 0) return;
     auto stream = ctx->eigen_device<GPUDevice>().stream();
     Upfirdn2dKernel<T><<<Blocks(y->NumElements()), kThreads, 0, stream>>>(
-        x.flat<T>().data(), y->flat<T>().data(), df, N, H, W, C, OH, OW, upx_, upy_, downx_, downy_, px0_, py0_);
+        x.flat<T>().data(), y->flat<T>().data(), df, N, H, W, C, OH, OW, a.upx, a.upy, a.downx, a.downy, a.px0, a.py0);
   }
 
  private:
-  int upx_, upy_, downx_, downy_, px0_, px1_, py0_, py1_;
-  bool flip_;
-  float gain_;
+  afgan_ops::Upfirdn2dAttrs a_;
 };
 
 // ------------------------------------------------------------------------------------------------ bias_act
-int ActCode(const std::string& a) {
-  static const char* names[] = {"linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"};
-  for (int i = 0; i < 9; ++i)
-    if (a == names[i]) return i;
-  return -1;
-}
-
 template <typename T>
 __global__ void BiasActKernel(const T* x, const T* b, T* y, int64_t total, int64_t inner, int64_t nb, int act,
                               float alpha, float gain, float clamp) {
@@ -151,55 +136,33 @@ __global__ void BiasActGradKernel(const T* g, const T* x, const T* b, const T* y
   }
 }
 
-struct BiasActAttrsGPU {
-  int act, axis;
-  float alpha, gain, clamp;
-  Status Read(OpKernelConstruction* ctx) {
-    std::string a;
-    TF_RETURN_IF_ERROR(ctx->GetAttr("act", &a));
-    act = ActCode(a);
-    TF_RETURN_IF_ERROR(ctx->GetAttr("alpha", &alpha));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &gain));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("clamp", &clamp));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("axis", &axis));
-    return OkStatus();
-  }
-};
-
-int64_t InnerSize(const Tensor& x, int axis) {
-  int64_t inner = 1;
-  for (int d = axis + 1; d < x.dims(); ++d) inner *= x.dim_size(d);
-  return inner;
-}
-
 template <typename T>
 class BiasActOpGPU : public OpKernel {
  public:
-  explicit BiasActOpGPU(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, a_.Read(ctx)); }
+  explicit BiasActOpGPU(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, afgan_ops::ReadBiasActAttrs(ctx, &a_)); }
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& b = ctx->input(1);
-    const int64_t nb = b.NumElements();
-    OP_REQUIRES(ctx, nb == 0 || (a_.axis < x.dims() && nb == x.dim_size(a_.axis)),
-                errors::InvalidArgument("bias_act: b must have x.shape[axis] entries"));
+    int64_t inner, nb;
+    OP_REQUIRES_OK(ctx, afgan_ops::BiasLayout(x, b, a_.axis, &inner, &nb));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
     if (x.NumElements() == 0) return;
     auto stream = ctx->eigen_device<GPUDevice>().stream();
     BiasActKernel<T><<<Blocks(x.NumElements()), kThreads, 0, stream>>>(
         x.flat<T>().data(), nb ? b.flat<T>().data() : nullptr, y->flat<T>().data(), x.NumElements(),
-        nb ? InnerSize(x, a_.axis) : 1, nb, a_.act, a_.alpha, a_.gain, a_.clamp);
+        inner, nb, a_.act, a_.alpha, a_.gain, a_.clamp);
   }
 
  private:
-  BiasActAttrsGPU a_;
+  afgan_ops::BiasActAttrs a_;
 };
 
 template <typename T>
 class BiasActGradOpGPU : public OpKernel {
  public:
   explicit BiasActGradOpGPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, a_.Read(ctx));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadBiasActAttrs(ctx, &a_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("order", &order_));
   }
   void Compute(OpKernelContext* ctx) override {
@@ -214,16 +177,17 @@ class BiasActGradOpGPU : public OpKernel {
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, g.shape(), &dx));
     if (g.NumElements() == 0) return;
-    const int64_t nb = has_x ? b.NumElements() : 0;
+    int64_t inner = 1, nb = 0;
+    if (has_x) OP_REQUIRES_OK(ctx, afgan_ops::BiasLayout(g, b, a_.axis, &inner, &nb));
     auto stream = ctx->eigen_device<GPUDevice>().stream();
     BiasActGradKernel<T><<<Blocks(g.NumElements()), kThreads, 0, stream>>>(
         g.flat<T>().data(), has_x ? x.flat<T>().data() : nullptr, nb ? b.flat<T>().data() : nullptr,
         has_y ? y.flat<T>().data() : nullptr, dx->flat<T>().data(), g.NumElements(),
-        nb ? InnerSize(g, a_.axis) : 1, nb, a_.act, order_, a_.alpha, a_.gain, a_.clamp);
+        inner, nb, a_.act, order_, a_.alpha, a_.gain, a_.clamp);
   }
 
  private:
-  BiasActAttrsGPU a_;
+  afgan_ops::BiasActAttrs a_;
   int order_;
 };
 
@@ -319,58 +283,37 @@ __global__ void FlreluLowKernel(const float* __restrict__ hi, T* __restrict__ ou
   }
 }
 
-int64_t FlOut(int64_t n, int up, int down, int p0, int p1, int fu, int fd) {
-  int64_t num = n * up + p0 + p1 - (fu - 1) - (fd - 1) + (down - 1);
-  return num < 0 ? -1 : num / down;
+// Kernel parameters from the op attrs (the sizes are filled in by the op).
+FlGeom GeomFromAttrs(const afgan_ops::FlreluAttrs& a) {
+  FlGeom g{};
+  g.upx = a.upx; g.upy = a.upy; g.downx = a.downx; g.downy = a.downy; g.px0 = a.px0; g.py0 = a.py0;
+  g.gain = a.gain; g.slope = a.slope;
+  g.clamp = a.clamp >= 0.f ? a.clamp : __builtin_huge_valf();
+  return g;
 }
 
-struct FlAttrsGPU {
-  int upx, upy, downx, downy, px0, px1, py0, py1;
-  float gain, slope, clamp = -1.f;
-  bool flip;
-  Status Read(OpKernelConstruction* ctx, bool has_clamp) {
-    TF_RETURN_IF_ERROR(ctx->GetAttr("upx", &upx));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("upy", &upy));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("downx", &downx));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("downy", &downy));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("px0", &px0));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("px1", &px1));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("py0", &py0));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("py1", &py1));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("gain", &gain));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("slope", &slope));
-    if (has_clamp) TF_RETURN_IF_ERROR(ctx->GetAttr("clamp", &clamp));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("flip_filter", &flip));
-    return OkStatus();
-  }
-  FlGeom Geom() const {
-    FlGeom g{};
-    g.upx = upx; g.upy = upy; g.downx = downx; g.downy = downy; g.px0 = px0; g.py0 = py0;
-    g.gain = gain; g.slope = slope;
-    g.clamp = clamp >= 0.f ? clamp : __builtin_huge_valf();
-    return g;
-  }
-};
+using afgan::tile::flrelu_out_size;
 
 template <typename T>
 class FilteredLreluOpGPU : public OpKernel {
  public:
-  explicit FilteredLreluOpGPU(OpKernelConstruction* ctx) : OpKernel(ctx) { OP_REQUIRES_OK(ctx, a_.Read(ctx, true)); }
+  explicit FilteredLreluOpGPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadFlreluAttrs(ctx, true, &a_));
+  }
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& fu = ctx->input(1);
     const Tensor& fd = ctx->input(2);
     const Tensor& b = ctx->input(3);
-    OP_REQUIRES(ctx, x.dims() == 4, errors::InvalidArgument("filtered_lrelu: x must be [N, H, W, C]"));
-    OP_REQUIRES(ctx, (fu.dims() == 1 || fu.dims() == 2) && (fd.dims() == 1 || fd.dims() == 2),
-                errors::InvalidArgument("filtered_lrelu: fu/fd must be 1-D or 2-D"));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckNHWC(x, "filtered_lrelu: x"));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFilter(fu, "fu"));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFilter(fd, "fd"));
     DevFilter FU = MakeFilter(fu, a_.flip, static_cast<float>(a_.upx * a_.upy)), FD = MakeFilter(fd, a_.flip, 1.f);
-    FlGeom g = a_.Geom();
+    FlGeom g = GeomFromAttrs(a_);
     g.N = x.dim_size(0); g.srcH = x.dim_size(1); g.srcW = x.dim_size(2); g.C = x.dim_size(3);
-    OP_REQUIRES(ctx, b.NumElements() == 0 || b.NumElements() == g.C,
-                errors::InvalidArgument("filtered_lrelu: b must be [C] (or [0] for no bias)"));
-    g.outH = FlOut(g.srcH, a_.upy, a_.downy, a_.py0, a_.py1, FU.h, FD.h);
-    g.outW = FlOut(g.srcW, a_.upx, a_.downx, a_.px0, a_.px1, FU.w, FD.w);
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFlreluBias(b, g.C, "filtered_lrelu"));
+    g.outH = flrelu_out_size(g.srcH, a_.upy, a_.downy, a_.py0, a_.py1, FU.h, FD.h);
+    g.outW = flrelu_out_size(g.srcW, a_.upx, a_.downx, a_.px0, a_.px1, FU.w, FD.w);
     OP_REQUIRES(ctx, g.outH >= 1 && g.outW >= 1, errors::InvalidArgument("filtered_lrelu: output would be empty"));
     g.hiH = (g.outH - 1) * a_.downy + FD.h;
     g.hiW = (g.outW - 1) * a_.downx + FD.w;
@@ -392,14 +335,14 @@ class FilteredLreluOpGPU : public OpKernel {
   }
 
  private:
-  FlAttrsGPU a_;
+  afgan_ops::FlreluAttrs a_;
 };
 
 template <typename T>
 class FilteredLreluGradOpGPU : public OpKernel {
  public:
   explicit FilteredLreluGradOpGPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, a_.Read(ctx, false));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadFlreluAttrs(ctx, false, &a_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("adjoint", &adjoint_));
   }
   void Compute(OpKernelContext* ctx) override {
@@ -409,24 +352,15 @@ class FilteredLreluGradOpGPU : public OpKernel {
     const Tensor& code = ctx->input(3);
     const Tensor& xs = ctx->input(4);  // host memory
     DevFilter FU = MakeFilter(fu, a_.flip, static_cast<float>(a_.upx * a_.upy)), FD = MakeFilter(fd, a_.flip, 1.f);
-    FlGeom g = a_.Geom();
+    FlGeom g = GeomFromAttrs(a_);
     g.N = dy.dim_size(0); g.C = dy.dim_size(3);
-    int H, W, oh, ow;
-    if (!adjoint_) {
-      OP_REQUIRES(ctx, xs.NumElements() == 4, errors::InvalidArgument("filtered_lrelu grad: x_shape must have 4 entries"));
-      H = xs.flat<int32>()(1); W = xs.flat<int32>()(2);
-      oh = dy.dim_size(1); ow = dy.dim_size(2);
-    } else {
-      H = dy.dim_size(1); W = dy.dim_size(2);
-      oh = FlOut(H, a_.upy, a_.downy, a_.py0, a_.py1, FU.h, FD.h);
-      ow = FlOut(W, a_.upx, a_.downx, a_.px0, a_.px1, FU.w, FD.w);
-    }
+    int H = 0, W = 0, oh = 0, ow = 0;
+    OP_REQUIRES_OK(ctx, afgan_ops::FlreluGradSizes(dy, xs, adjoint_, a_, FU.w, FU.h, FD.w, FD.h, "filtered_lrelu grad",
+                                                   &H, &W, &oh, &ow));
     g.hiH = (oh - 1) * a_.downy + FD.h;
     g.hiW = (ow - 1) * a_.downx + FD.w;
     g.code_bytes = (g.C + 3) / 4;
-    OP_REQUIRES(ctx, code.dims() == 4 && code.dim_size(1) == g.hiH && code.dim_size(2) == g.hiW &&
-                         code.dim_size(3) == g.code_bytes,
-                errors::InvalidArgument("filtered_lrelu grad: code has shape ", code.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFlreluCode(code, g.N, g.hiH, g.hiW, g.C, "filtered_lrelu grad"));
     Tensor* out = nullptr;
     const int outH = adjoint_ ? oh : H, outW = adjoint_ ? ow : W;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({g.N, outH, outW, g.C}), &out));
@@ -447,7 +381,7 @@ class FilteredLreluGradOpGPU : public OpKernel {
   }
 
  private:
-  FlAttrsGPU a_;
+  afgan_ops::FlreluAttrs a_;
   bool adjoint_ = false;
 };
 

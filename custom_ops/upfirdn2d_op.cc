@@ -15,6 +15,7 @@
 
 #include "afgan_common.h"
 #include "cpu_taps.h"
+#include "op_attrs.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -40,36 +41,22 @@ REGISTER_OP("AfganUpfirdn2d")
     .Attr("flip_filter: bool")
     .Attr("gain: float")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle x, f;
+      ShapeHandle x;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &x));
-      f = c->input(1);
-      int upx, upy, downx, downy, px0, px1, py0, py1;
-      TF_RETURN_IF_ERROR(c->GetAttr("upx", &upx));
-      TF_RETURN_IF_ERROR(c->GetAttr("upy", &upy));
-      TF_RETURN_IF_ERROR(c->GetAttr("downx", &downx));
-      TF_RETURN_IF_ERROR(c->GetAttr("downy", &downy));
-      TF_RETURN_IF_ERROR(c->GetAttr("px0", &px0));
-      TF_RETURN_IF_ERROR(c->GetAttr("px1", &px1));
-      TF_RETURN_IF_ERROR(c->GetAttr("py0", &py0));
-      TF_RETURN_IF_ERROR(c->GetAttr("py1", &py1));
-      int64_t fw = -1, fh = -1;
-      if (c->RankKnown(f)) {
-        if (c->Rank(f) == 1 && c->ValueKnown(c->Dim(f, 0))) fw = fh = c->Value(c->Dim(f, 0));
-        if (c->Rank(f) == 2) {
-          if (c->ValueKnown(c->Dim(f, 0))) fh = c->Value(c->Dim(f, 0));
-          if (c->ValueKnown(c->Dim(f, 1))) fw = c->Value(c->Dim(f, 1));
-        }
-      }
+      afgan_ops::UpDownPad a;
+      TF_RETURN_IF_ERROR(afgan_ops::ReadUpDownPad(c, &a));
+      int64_t fw, fh;
+      afgan_ops::InferFilterSize(c, 1, &fw, &fh);
       DimensionHandle oh = c->UnknownDim(), ow = c->UnknownDim();
       if (c->ValueKnown(c->Dim(x, 1)) && fh > 0) {
-        int64_t num = c->Value(c->Dim(x, 1)) * upy + py0 + py1 - fh;
+        int64_t num = c->Value(c->Dim(x, 1)) * a.upy + a.py0 + a.py1 - fh;
         if (num < 0) return errors::InvalidArgument("upfirdn2d: output height would be < 1");
-        oh = c->MakeDim(num / downy + 1);
+        oh = c->MakeDim(num / a.downy + 1);
       }
       if (c->ValueKnown(c->Dim(x, 2)) && fw > 0) {
-        int64_t num = c->Value(c->Dim(x, 2)) * upx + px0 + px1 - fw;
+        int64_t num = c->Value(c->Dim(x, 2)) * a.upx + a.px0 + a.px1 - fw;
         if (num < 0) return errors::InvalidArgument("upfirdn2d: output width would be < 1");
-        ow = c->MakeDim(num / downx + 1);
+        ow = c->MakeDim(num / a.downx + 1);
       }
       c->set_output(0, c->MakeShape({c->Dim(x, 0), oh, ow, c->Dim(x, 3)}));
       return OkStatus();
@@ -118,53 +105,37 @@ Taps IdentityTaps(int n) {
 class Upfirdn2dOpCPU : public OpKernel {
  public:
   explicit Upfirdn2dOpCPU(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("upx", &upx_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("upy", &upy_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("downx", &downx_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("downy", &downy_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("px0", &px0_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("px1", &px1_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("py0", &py0_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("py1", &py1_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("flip_filter", &flip_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("gain", &gain_));
+    OP_REQUIRES_OK(ctx, afgan_ops::ReadUpfirdn2dAttrs(ctx, &a_));
   }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& f = ctx->input(1);
-    OP_REQUIRES(ctx, x.dims() == 4,
-                errors::InvalidArgument("upfirdn2d: x must be [N, H, W, C], got shape ", x.shape().DebugString()));
-    OP_REQUIRES(ctx, (f.dims() == 1 || f.dims() == 2) && f.NumElements() >= 1,
-                errors::InvalidArgument("upfirdn2d: f must be 1-D (separable) or 2-D [fh, fw] with >= 1 tap, got shape ",
-                                        f.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckNHWC(x, "upfirdn2d: x"));
+    OP_REQUIRES_OK(ctx, afgan_ops::CheckFilter(f, "upfirdn2d: f"));
     const int N = x.dim_size(0), H = x.dim_size(1), W = x.dim_size(2), C = x.dim_size(3);
     const bool sep = f.dims() == 1;
     const int fw = sep ? f.dim_size(0) : f.dim_size(1);
-    const int fh = sep ? f.dim_size(0) : f.dim_size(0);
-    const int64_t nh = static_cast<int64_t>(H) * upy_ + py0_ + py1_ - fh;
-    const int64_t nw = static_cast<int64_t>(W) * upx_ + px0_ + px1_ - fw;
-    OP_REQUIRES(ctx, nh >= 0 && nw >= 0,
-                errors::InvalidArgument("upfirdn2d: output would be empty for x ", x.shape().DebugString(),
-                                        " with this up/padding/filter size"));
-    const int OH = nh / downy_ + 1, OW = nw / downx_ + 1;
+    const int fh = f.dim_size(0);
+    int OH = 0, OW = 0;
+    OP_REQUIRES_OK(ctx, afgan_ops::Upfirdn2dOutSize(x, a_, fw, fh, &OH, &OW));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({N, OH, OW, C}), &y));
     if (y->NumElements() == 0) return;
     auto v = f.flat<float>();
-    const Taps tx = afgan::taps_upfirdn(W, OW, upx_, downx_, px0_, fw);
-    const Taps ty = afgan::taps_upfirdn(H, OH, upy_, downy_, py0_, fh);
+    const Taps tx = afgan::taps_upfirdn(W, OW, a_.upx, a_.downx, a_.px0, fw);
+    const Taps ty = afgan::taps_upfirdn(H, OH, a_.upy, a_.downy, a_.py0, fh);
     if (!sep) {
       std::vector<float> g(static_cast<size_t>(fw) * fh);
       for (int ky = 0; ky < fh; ++ky)
         for (int kx = 0; kx < fw; ++kx)
-          g[ky * fw + kx] = gain_ * (flip_ ? v(ky * fw + kx) : v((fh - 1 - ky) * fw + (fw - 1 - kx)));
+          g[ky * fw + kx] = a_.gain * (a_.flip ? v(ky * fw + kx) : v((fh - 1 - ky) * fw + (fw - 1 - kx)));
       Pass(ctx, x.flat<float>().data(), y->flat<float>().data(), N, H, W, C, OH, OW, ty, tx, g, fw);
       return;
     }
-    const float s = std::sqrt(gain_);
+    const float s = std::sqrt(a_.gain);
     std::vector<float> g(fw);
-    for (int k = 0; k < fw; ++k) g[k] = s * (flip_ ? v(k) : v(fw - 1 - k));
+    for (int k = 0; k < fw; ++k) g[k] = s * (a_.flip ? v(k) : v(fw - 1 - k));
     Tensor tmp;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(DT_FLOAT, TensorShape({N, H, OW, C}), &tmp));
     Pass(ctx, x.flat<float>().data(), tmp.flat<float>().data(), N, H, W, C, H, OW, IdentityTaps(H), tx, g, fw);
@@ -172,9 +143,7 @@ class Upfirdn2dOpCPU : public OpKernel {
   }
 
  private:
-  int upx_, upy_, downx_, downy_, px0_, px1_, py0_, py1_;
-  bool flip_;
-  float gain_;
+  afgan_ops::Upfirdn2dAttrs a_;
 };
 
 }  // namespace
