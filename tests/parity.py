@@ -78,6 +78,19 @@ def case_names(name):
     return json.loads(str(z["meta/cases"]))
 
 
+def need_op_library(op_name="filtered_lrelu"):
+    """Skips a test of the compiled op library when it is missing or AFGAN_TF_FORCE_REF is set; fails instead of
+    skipping when AFGAN_TF_REQUIRE_OPS is set (scripts/test.sh, CI: the library was just built and must work)."""
+    import os
+    from afgan_tf.ops import _custom_ops
+    if os.environ.get("AFGAN_TF_FORCE_REF", "0") not in ("", "0"):
+        pytest.skip("AFGAN_TF_FORCE_REF is set")
+    if not _custom_ops.is_available(op_name):
+        if os.environ.get("AFGAN_TF_REQUIRE_OPS", "0") not in ("", "0"):
+            pytest.fail(f"AFGAN_TF_REQUIRE_OPS is set but the op library is not available: {_custom_ops.load_error()}")
+        pytest.skip(f"compiled op library not available: {_custom_ops.load_error()}")
+
+
 def skip_unless_compiled(impl, op_name):
     """Skips an impl="custom" case when the compiled op library does not provide ``op_name``."""
     if impl == "custom":

@@ -5,24 +5,17 @@ clamp, writes in place when the input buffer can be forwarded and skips the kern
 linear without clamp. Checked here against float64 numpy formulas (forward, dx, db) and against the
 reference for the second order of the linear shortcut.
 """
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import parity
-from afgan_tf.ops import _custom_ops
 from afgan_tf.ops.bias_act import bias_act
 
 
 def _need_lib():
-    if os.environ.get("AFGAN_TF_FORCE_REF", "0") not in ("", "0"):
-        pytest.skip("AFGAN_TF_FORCE_REF is set")
-    if not _custom_ops.is_available("bias_act"):
-        if os.environ.get("AFGAN_TF_REQUIRE_OPS", "0") not in ("", "0"):
-            pytest.fail(f"AFGAN_TF_REQUIRE_OPS is set but the op library is not available: {_custom_ops.load_error()}")
-        pytest.skip(f"compiled op library not available: {_custom_ops.load_error()}")
+    parity.need_op_library("bias_act")
 
 
 def _np_act(act, z, alpha):

@@ -23,12 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _need_lib():
-    if os.environ.get("AFGAN_TF_FORCE_REF", "0") not in ("", "0"):
-        pytest.skip("AFGAN_TF_FORCE_REF is set")
-    if not _custom_ops.is_available("filtered_lrelu"):
-        if os.environ.get("AFGAN_TF_REQUIRE_OPS", "0") not in ("", "0"):  # scripts/test.sh (CI): must be built
-            pytest.fail(f"AFGAN_TF_REQUIRE_OPS is set but the op library is not available: {_custom_ops.load_error()}")
-        pytest.skip(f"compiled op library not available: {_custom_ops.load_error()}")
+    parity.need_op_library("filtered_lrelu")
 
 
 def _pad4(p):

@@ -6,7 +6,6 @@ loops over thread blocks, phases and thread indices sequentially, with a NaN-fil
 memory. These tests check that algorithm against the pure-TF reference op, the parity files of the original,
 and the CPU kernel (the 2-bit code must be the same), for forward, backward and the backward's adjoint.
 """
-import os
 
 import numpy as np
 import pytest
@@ -19,12 +18,7 @@ from afgan_tf.ops.upfirdn2d import upfirdn2d
 
 
 def _lib():
-    if os.environ.get("AFGAN_TF_FORCE_REF", "0") not in ("", "0"):
-        pytest.skip("AFGAN_TF_FORCE_REF is set")
-    if not _custom_ops.is_available("filtered_lrelu"):
-        if os.environ.get("AFGAN_TF_REQUIRE_OPS", "0") not in ("", "0"):
-            pytest.fail(f"AFGAN_TF_REQUIRE_OPS is set but the op library is not available: {_custom_ops.load_error()}")
-        pytest.skip(f"compiled op library not available: {_custom_ops.load_error()}")
+    parity.need_op_library("filtered_lrelu")
     return _custom_ops._require()
 
 
