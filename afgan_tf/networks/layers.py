@@ -114,6 +114,15 @@ def _check_kwargs(kwargs, allowed, owner):
         raise TypeError(f"{owner}: unknown keyword argument(s) {unknown}; accepted: {sorted(allowed)}")
 
 
+def check_ws(ws, num_ws, w_dim):
+    """ws as float32 ``[N, num_ws, w_dim]`` (the synthesis networks' input), or a ValueError naming the shape."""
+    ws = tf.cast(tf.convert_to_tensor(ws), tf.float32)
+    if ws.shape.rank != 3 or (ws.shape[1] is not None and ws.shape[1] != num_ws) or \
+            (ws.shape[2] is not None and ws.shape[2] != w_dim):
+        raise ValueError(f"ws must have shape [N, {num_ws}, {w_dim}], got {ws.shape}")
+    return ws
+
+
 def _normalize_2nd_moment(x, eps=1e-8):
     return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True) + eps)
 
@@ -558,13 +567,6 @@ class SynthesisNetwork(keras.layers.Layer):
             return getattr(self, name)
         raise KeyError(f"no synthesis layer named {name!r}; layers: {self.layer_names}")
 
-    def _check_ws(self, ws):
-        ws = tf.cast(tf.convert_to_tensor(ws), tf.float32)
-        if ws.shape.rank != 3 or (ws.shape[1] is not None and ws.shape[1] != self.num_ws) or \
-                (ws.shape[2] is not None and ws.shape[2] != self.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
-        return ws
-
     def call(self, ws, update_emas=False, force_fp32=False, transform=None, **unused):
         """ws ``[N, num_ws, w_dim]`` -> image ``[N, R, R, img_channels]`` float32.
         ``transform`` (optional ``[3, 3]`` / ``[N, 3, 3]``) overrides ``input.transform`` for this call.
@@ -574,7 +576,7 @@ class SynthesisNetwork(keras.layers.Layer):
 
     def run(self, ws, update_emas=False, force_fp32=False, transform=None):
         """Like ``call`` but returns ``[input_out, L0_out, ..., L{N}_out, image]`` (NHWC, for tests/debugging)."""
-        ws = self._check_ws(ws)
+        ws = check_ws(ws, self.num_ws, self.w_dim)  # [N, num_ws, w_dim] float32
         outs = [self.input_layer(ws[:, 0], transform=transform)]
         x = outs[0]
         for i, layer in enumerate(self.synthesis_layers):

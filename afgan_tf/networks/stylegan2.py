@@ -122,6 +122,18 @@ def modulated_conv2d_sg2(x, weight, styles, noise=None, up=1, padding=0, resampl
     return x
 
 
+def _add_modconv_params(layer):
+    """Creates the parameters of a modulated-conv layer (SynthesisLayer, ToRGBLayer) in the original's order:
+    ``affine`` (w -> styles, bias init 1), ``weight [k, k, in, out] ~ N(0, 1)`` (scaled at run time by
+    ``weight_gain = 1/sqrt(in k^2)``) and ``bias`` (0)."""
+    layer.weight_gain = 1.0 / math.sqrt(layer.in_channels * layer.kernel_size ** 2)
+    layer.affine = FullyConnectedLayer(layer.w_dim, layer.in_channels, bias_init=1, name="affine")
+    k = layer.kernel_size
+    layer.weight = layer.add_weight(shape=(k, k, layer.in_channels, layer.out_channels),
+                                    initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight")
+    layer.bias = layer.add_weight(shape=(layer.out_channels,), initializer="zeros", name="bias")
+
+
 class SynthesisLayer(keras.layers.Layer):
     """StyleGAN2 synthesis layer (``conv0`` / ``conv1``).
 
@@ -148,12 +160,7 @@ class SynthesisLayer(keras.layers.Layer):
         self.resample_filter_taps = [float(t) for t in np.ravel(resample_filter)]
         self.resample_filter = setup_filter(self.resample_filter_taps)                 # [4, 4], sum 1
         self.padding = self.kernel_size // 2
-        self.weight_gain = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** 2)
-        self.affine = FullyConnectedLayer(self.w_dim, self.in_channels, bias_init=1, name="affine")
-        k = self.kernel_size
-        self.weight = self.add_weight(shape=(k, k, self.in_channels, self.out_channels),
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight")
-        self.bias = self.add_weight(shape=(self.out_channels,), initializer="zeros", name="bias")
+        _add_modconv_params(self)
         if self.use_noise:
             self.noise_const = self.add_weight(shape=(self.resolution, self.resolution),
                                                initializer=keras.initializers.RandomNormal(0.0, 1.0),
@@ -216,12 +223,7 @@ class ToRGBLayer(keras.layers.Layer):
         self.w_dim, self.kernel_size = int(w_dim), int(kernel_size)
         self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
         self.channels_last = bool(channels_last)
-        self.weight_gain = 1.0 / math.sqrt(self.in_channels * self.kernel_size ** 2)
-        self.affine = FullyConnectedLayer(self.w_dim, self.in_channels, bias_init=1, name="affine")
-        k = self.kernel_size
-        self.weight = self.add_weight(shape=(k, k, self.in_channels, self.out_channels),
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight")
-        self.bias = self.add_weight(shape=(self.out_channels,), initializer="zeros", name="bias")
+        _add_modconv_params(self)
         self.built = True
 
     def call(self, x, w):
@@ -420,13 +422,6 @@ class SynthesisNetwork(keras.layers.Layer):
             w_idx += block.num_conv
         return out
 
-    def _check_ws(self, ws):
-        ws = tf.cast(tf.convert_to_tensor(ws), tf.float32)
-        if ws.shape.rank != 3 or (ws.shape[1] is not None and ws.shape[1] != self.num_ws) or \
-                (ws.shape[2] is not None and ws.shape[2] != self.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {ws.shape}")
-        return ws
-
     def call(self, ws, noise_mode="random", force_fp32=False, fused_modconv=None, update_emas=False, transform=None):
         """ws ``[N, num_ws, w_dim]`` -> image ``[N, R, R, img_channels]`` float32.
         ``transform`` (``input_type='fourier'`` only; ``[3, 3]`` / ``[N, 3, 3]``) overrides ``input.transform``."""
@@ -442,7 +437,7 @@ class SynthesisNetwork(keras.layers.Layer):
     def run(self, ws, noise_mode="random", force_fp32=False, fused_modconv=None, transform=None):
         """Like ``call`` but returns ``[(x, img) per block]`` (NHWC; for tests / debugging)."""
         _check_noise_mode(noise_mode)
-        ws = self._check_ws(ws)
+        ws = _layers.check_ws(ws, self.num_ws, self.w_dim)  # [N, num_ws, w_dim] float32
         x = img = None
         if self.input_type == "fourier":
             x = self.fourier_features(tf.shape(ws)[0], transform=transform)              # [N, 4, 4, C]
