@@ -233,9 +233,24 @@ struct VecT {
   static constexpr int W = CB >= 16 ? 16 : CB;  // floats per vector
   static constexpr int K = CB / W;              // vectors per channel block
   typedef float v __attribute__((vector_size(W * sizeof(float))));
+  typedef int32_t vi __attribute__((vector_size(W * sizeof(float))));
+  typedef uint32_t vu __attribute__((vector_size(W * sizeof(float))));
   static inline v load(const float* p) { v r; std::memcpy(&r, p, sizeof(v)); return r; }
   static inline void store(float* p, const v& r) { std::memcpy(p, &r, sizeof(v)); }
 };
+
+// d[0:nc] = acc[0:nc] for a channel block held in K vectors (nc < CB: the last, partial block).
+template <int CB>
+inline __attribute__((always_inline)) void StoreBlock(float* d, const typename VecT<CB>::v* acc, int nc) {
+  using V = VecT<CB>;
+  if (nc == CB) {
+    for (int k = 0; k < V::K; ++k) V::store(d + k * V::W, acc[k]);
+  } else {
+    float tmp[CB];
+    for (int k = 0; k < V::K; ++k) V::store(tmp + k * V::W, acc[k]);
+    for (int c = 0; c < nc; ++c) d[c] = tmp[c];
+  }
+}
 
 // acc[0:CB] = sum_q w[q] * base[off[q] + 0:CB]
 template <int CB>
@@ -266,14 +281,7 @@ inline void RowAcc(float* __restrict dst, const float* const* rows, const float*
       const float wq = w[q];
       for (int k = 0; k < V::K; ++k) acc[k] += wq * V::load(s + k * V::W);
     }
-    float* d = dst + static_cast<size_t>(e) * dst_stride;
-    if (nc == CB) {
-      for (int k = 0; k < V::K; ++k) V::store(d + k * V::W, acc[k]);
-    } else {
-      float tmp[CB];
-      for (int k = 0; k < V::K; ++k) V::store(tmp + k * V::W, acc[k]);
-      for (int c = 0; c < nc; ++c) d[c] = tmp[c];
-    }
+    StoreBlock<CB>(dst + static_cast<size_t>(e) * dst_stride, acc, nc);
   }
 }
 
@@ -521,15 +529,7 @@ class Engine {
 #define AFGAN_AI inline __attribute__((always_inline))
 
 template <int CB>
-struct SVec {
-  static constexpr int W = CB >= 16 ? 16 : CB;
-  static constexpr int K = CB / W;
-  typedef float v __attribute__((vector_size(W * sizeof(float))));
-  typedef int32_t vi __attribute__((vector_size(W * sizeof(float))));
-  typedef uint32_t vu __attribute__((vector_size(W * sizeof(float))));
-  static inline v load(const float* p) { v r; std::memcpy(&r, p, sizeof(v)); return r; }
-  static inline void store(float* p, const v& r) { std::memcpy(p, &r, sizeof(v)); }
-};
+using SVec = VecT<CB>;  // the streaming engine's name for the same channel-block vectors
 
 // 64-byte aligned growable float buffer (per thread, reused across calls).
 struct AlignedBuf {
@@ -849,15 +849,7 @@ struct EpiOut {  // output row: dst[e * stride + 0:nc] = acc
   float* dst;
   int stride, nc;
   AFGAN_AI void operator()(int e, typename SVec<CB>::v* acc) const {
-    using V = SVec<CB>;
-    float* d = dst + static_cast<int64_t>(e) * stride;
-    if (nc == CB) {
-      for (int k = 0; k < V::K; ++k) V::store(d + k * V::W, acc[k]);
-    } else {
-      float tmp[CB];
-      for (int k = 0; k < V::K; ++k) V::store(tmp + k * V::W, acc[k]);
-      for (int c = 0; c < nc; ++c) d[c] = tmp[c];
-    }
+    StoreBlock<CB>(dst + static_cast<int64_t>(e) * stride, acc, nc);
   }
 };
 
