@@ -44,5 +44,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from afgan_tf.metrics.toolutil import normalise_argv  # --ffhq-json -> --ffhq_json, --no-foo -> --nofoo
+    from afgan_tf.cli import normalise_argv  # --ffhq-json -> --ffhq_json, --no-foo -> --nofoo
     app.run(main, argv=normalise_argv(sys.argv))
