@@ -228,7 +228,14 @@ def normalise_argv(argv):
     return out
 
 
-TOOL_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
+def _tool_errors():
+    import pickle
+    # OSError: unreadable / unwritable paths (PermissionError, IsADirectoryError, NotADirectoryError, ...);
+    # UnpicklingError: a corrupt or refused network pickle.
+    return (ValueError, OSError, RuntimeError, pickle.UnpicklingError)
+
+
+TOOL_ERRORS = _tool_errors()
 
 
 def tool_main(argv, flags, required, body):
