@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-import helpers_hostile as H
+import helpers_pickle as H
 from afgan_tf import convert
 from afgan_tf import pickle_reader as pr
 

@@ -1,13 +1,11 @@
-"""Hostile / careless inputs made on the fly (no binaries in the repository), shared by tests/test_hostile_*.py.
+"""Hostile network pickles made on the fly (no binaries in the repository), for tests/test_hostile_pickle.py.
 
-* Pickles: :func:`dumps` assembles a protocol-3 pickle from plain values and :class:`Call` nodes (a global called
+* :func:`dumps` assembles a protocol-3 pickle from plain values and :class:`Call` nodes (a global called
   with arguments), so tests can name any global (``torch._utils._rebuild_tensor_v2``, ``os.system``) without
   importing torch; :func:`legacy_storage_bytes` / :func:`zip_storage_bytes` write the two byte formats of
-  ``torch.storage._load_from_bytes`` with any claimed element count; :func:`tensor` a tensor view of a storage.
-* Images: :func:`png_header_only` a PNG whose IHDR claims any size (a decompression bomb is just a header);
-  :func:`png_bytes` real PNGs of any PIL mode / bit depth (16-bit and 48-bit PNGs written by hand, since PIL only
-  writes 16-bit grayscale); :func:`cmyk_jpeg`; :func:`run_limited` runs Python code in a subprocess under an
-  address-space cap.
+  ``torch.storage._load_from_bytes`` with any claimed element count; :func:`tensor` a tensor view of a storage;
+  :func:`persistent` an original network object.
+* :func:`run_limited` runs Python code in a subprocess under an address-space cap.
 """
 import io
 import os
@@ -16,7 +14,6 @@ import struct
 import subprocess
 import sys
 import zipfile
-import zlib
 
 import numpy as np
 
@@ -150,45 +147,6 @@ def persistent(class_name, params=None, modules=None, init_kwargs=None, init_arg
     meta = dict(type="class", version=6, module_src="class SynthesisInput: pass\n", class_name=class_name,
                 state=state)
     return Call("torch_utils.persistence", "_reconstruct_persistent_obj", meta)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Images.
-
-def _chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png_header_only(width, height, bit_depth=8, color_type=2):
-    """A PNG that claims ``width x height`` with a tiny (wrong) IDAT: a decompression bomb's header."""
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 16)) + \
-        _chunk(b"IEND", b"")
-
-
-def png16(a):
-    """A 16-bit PNG of uint16 ``a`` ([H, W] gray, [H, W, 2] gray+alpha, [H, W, 3] 48-bit RGB, [H, W, 4] RGBA)."""
-    a = np.asarray(a, np.uint16)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    h, w, c = a.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    rows = a.astype(">u2").reshape(h, w * c)
-    raw = b"".join(b"\0" + r.tobytes() for r in rows)
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
-
-
-def pil_bytes(img, fmt="PNG", **kw):
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def cmyk_jpeg(cmyk, quality=100):
-    """A CMYK JPEG of uint8 ``cmyk`` [H, W, 4]."""
-    import PIL.Image
-    return pil_bytes(PIL.Image.fromarray(np.asarray(cmyk, np.uint8), "CMYK"), "JPEG", quality=quality)
 
 
 def run_limited(code, mem_mib, timeout=120):
