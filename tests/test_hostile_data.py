@@ -122,3 +122,32 @@ def test_dataset_tool_cli_errors_are_one_line(tmp_path):
     line = _one_error_line(_tool(f"--source={src}", f"--dest={tmp_path / 'ds4'}", "--noprogress",
                                  "--max-pixels=100"))
     assert "no usable images (3 skipped)" in line
+
+
+def test_original_folder_16_bit_and_cmyk_read_like_the_tool(tmp_path):
+    """An original-format folder with 48-bit / 16-bit PNGs (TF PNG path) and one with a CMYK JPEG (PIL path) read
+    back as load_image converts them: 16 -> 8 bit rounded (not truncated), CMYK -> RGB."""
+    from afgan_tf.data import images
+    from helpers_data import png16
+    rng = np.random.RandomState(5)
+    png_dir = tmp_path / "png"
+    png_dir.mkdir()
+    refs = []
+    for i in range(3):
+        a = (rng.rand(16, 16, 3) * 65535).astype(np.uint16) if i != 1 else smooth_image(rng, 16, 16)
+        data = png16(a) if a.dtype == np.uint16 else images.encode_png(a)
+        (png_dir / f"{i}.png").write_bytes(data)
+        refs.append(np.rint(a / 257).astype(np.uint8) if a.dtype == np.uint16 else a)
+    x = np.concatenate([b[0].numpy() for b in make_dataset(str(png_dir), batch_size=3, shuffle=False,
+                                                           repeat=False)])
+    np.testing.assert_array_equal(np.rint((x + 1) * 127.5).astype(np.uint8), np.stack(refs))
+    from helpers_data import cmyk_jpeg, cmyk_to_rgb
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    cm = cmyk_jpeg(rng.randint(0, 256, (16, 16, 4)))
+    (mixed / "a.jpg").write_bytes(cm)
+    (mixed / "b.png").write_bytes(png16((rng.rand(16, 16, 3) * 65535).astype(np.uint16)))
+    want = [cmyk_to_rgb(np.asarray(PIL.Image.open(str(mixed / "a.jpg")))),
+            images.load_image(str(mixed / "b.png"))]
+    x = np.concatenate([b[0].numpy() for b in make_dataset(str(mixed), batch_size=2, shuffle=False, repeat=False)])
+    np.testing.assert_array_equal(np.rint((x + 1) * 127.5).astype(np.uint8), np.stack(want))

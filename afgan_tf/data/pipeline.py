@@ -10,7 +10,7 @@ Reads our TFRecord datasets and the original's format (folder or uncompressed zi
      ``shuffle_buffer``); with ``mirror`` an epoch is two passes and every image is flipped in exactly one of
      them (a stateless coin per (seed, epoch, image)), so the dataset doubles like the original's ``xflip``
      and the two copies of an image are a pass apart;
-  6. parallel decode (PNG via ``tf.io.decode_png``, raw bytes, or PIL in ``tf.numpy_function`` for other
+  6. parallel decode (PNG via ``tf.io.decode_png`` at 16 bits, rounded to 8 like the PIL path; raw bytes, or PIL in ``tf.numpy_function`` for other
      formats) + x-flip, 7. batch (per-replica size under ``input_context``), uint8 → float32 ``x/127.5 - 1``,
      8. prefetch.
 Elements: ``(images [N, R, R, C] float32 in [-1, 1], labels [N, c_dim] float32)`` (``c_dim = 0`` when
@@ -102,6 +102,14 @@ def dataset_info(path):
     labels = folder.labels()
     return dict(path=path, format="original-" + folder.kind, resolution=res, channels=ch,
                 count=len(folder.names), c_dim=int(labels.shape[1]), num_shards=1, encoding=None)
+
+
+def _decode_png_rounded(data, ch):
+    """PNG → uint8 like :func:`images.load_image`: decoded at 16 bits (an 8-bit PNG gives v·257) and rounded,
+    ``round(v / 257)`` — exact for 8-bit files, and 16/48-bit files are rounded instead of truncated (TF's uint8
+    decode keeps the high byte)."""
+    img = tf.cast(tf.io.decode_png(data, channels=ch, dtype=tf.uint16), tf.int32)
+    return tf.cast((2 * img + 257) // 514, tf.uint8)
 
 
 def _pil_decoder(folder, res, ch):
@@ -204,14 +212,14 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
             paths = tf.constant([folder.file_path(n) for n in folder.names])
 
             def read_img(i):
-                return tf.ensure_shape(tf.io.decode_png(tf.io.read_file(paths[i]), channels=ch), [res, res, ch])
+                return tf.ensure_shape(_decode_png_rounded(tf.io.read_file(paths[i]), ch), [res, res, ch])
         elif all(n.lower().endswith(".png") for n in folder.names):
             def _read(i):
                 return folder.read_bytes(folder.names[int(i)])
 
             def read_img(i):
                 data = tf.numpy_function(_read, [i], tf.string, stateful=False)
-                return tf.ensure_shape(tf.io.decode_png(tf.reshape(data, []), channels=ch), [res, res, ch])
+                return tf.ensure_shape(_decode_png_rounded(tf.reshape(data, []), ch), [res, res, ch])
         else:
             read_img = _pil_decoder(folder, res, ch)
 
