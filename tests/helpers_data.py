@@ -2,7 +2,7 @@
 bomb is just a crafted header), FFHQ-style inputs.
 
 * :func:`smooth_image`, :func:`save`, :func:`write_bad_files`, :func:`fake_landmarks`, :func:`write_ffhq_input`;
-* :func:`png_header_only` a PNG whose IHDR claims any size; :func:`png16` 16-bit PNGs of 1-4 channels written by
+* :func:`png_header_only` a PNG whose IHDR claims any size (also :func:`jpeg_with_size`, :func:`gif_header_only`); :func:`png16` 16-bit PNGs of 1-4 channels written by
   hand (PIL writes only 16-bit grayscale); :func:`pil_bytes`; :func:`cmyk_jpeg`; :func:`cmyk_to_rgb` PIL's
   documented integer CMYK conversion, in numpy (the reference).
 """
@@ -46,6 +46,8 @@ def write_bad_files(folder, rng):
         "fake.jpg": (b"text pretending to be a jpeg", "not an image"),
         "bomb.png": (png_header_only(30000, 30000), "decompression bomb"),
         "bomb_gray16.png": (png_header_only(20000, 20000, 16, 0), "decompression bomb"),
+        "bomb.jpg": (jpeg_with_size(jpeg, 30000, 30000), "decompression bomb"),
+        "bomb.gif": (gif_header_only(30000, 30000), "decompression bomb"),
         "float.tif": (pil_bytes(PIL.Image.fromarray(rng.rand(40, 40).astype(np.float32)), "TIFF"),
                       "floating-point image"),
     }
@@ -141,6 +143,18 @@ def png_header_only(width, height, bit_depth=8, color_type=2):
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 16)) + \
         _chunk(b"IEND", b"")
+
+
+def jpeg_with_size(jpeg, width, height):
+    """A real JPEG whose SOF0 header is rewritten to claim ``width x height``."""
+    i = jpeg.index(b"\xff\xc0")
+    return jpeg[:i + 5] + struct.pack(">HH", height, width) + jpeg[i + 9:]
+
+
+def gif_header_only(width, height):
+    """A GIF whose screen and first frame claim ``width x height`` with a one-code image body."""
+    return (b"GIF89a" + struct.pack("<HHBBB", width, height, 0, 0, 0) + b"," +
+            struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00;")
 
 
 def png16(a):

@@ -151,3 +151,24 @@ def test_original_folder_16_bit_and_cmyk_read_like_the_tool(tmp_path):
             images.load_image(str(mixed / "b.png"))]
     x = np.concatenate([b[0].numpy() for b in make_dataset(str(mixed), batch_size=2, shuffle=False, repeat=False)])
     np.testing.assert_array_equal(np.rint((x + 1) * 127.5).astype(np.uint8), np.stack(want))
+
+
+def test_zip_source_entry_bomb_refused_before_inflating(tmp_path, monkeypatch):
+    """A zip source entry that would inflate beyond what an image within --max-pixels can hold is skipped by its
+    header size, never inflated."""
+    from afgan_tf.data import build_dataset
+    src = str(tmp_path / "src")
+    _folder(src, n=2)
+    zpath = str(tmp_path / "src.zip")
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+        for n in sorted(os.listdir(src)):
+            z.write(os.path.join(src, n), n)
+        z.writestr("zbomb.png", b"\0" * (17 << 20))  # 17 MiB of zeros: ~17 KB compressed
+    real_read = zipfile.ZipFile.read
+
+    def read(self, name, pwd=None):
+        assert name != "zbomb.png", "the bomb entry was inflated"
+        return real_read(self, name, pwd)
+    monkeypatch.setattr(zipfile.ZipFile, "read", read)
+    res = build_dataset(zpath, str(tmp_path / "ds"), max_pixels=256, progress=False, log=lambda m: None)
+    assert res["written"] == 2 and dict(res["skipped"])["zbomb.png"].startswith("zip entry inflates to 17825792")

@@ -150,7 +150,7 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
         log(f"skipped {name}: {reason}")
 
     # a file larger than this cannot be an image within max_pixels (16-bit RGBA, uncompressed, + metadata)
-    max_file_bytes = None if max_pixels is None else 8 * int(max_pixels) + (64 << 20)
+    max_file_bytes = None if max_pixels is None else 8 * int(max_pixels) + (16 << 20)
 
     def read(item):
         if folder is not None and folder.kind == "zip":
