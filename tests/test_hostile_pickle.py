@@ -1,6 +1,6 @@
 """Hostile network files: the pickle reader's and convert.load_network's limits (issue 15).
 
-Every file is crafted on the fly with tests/helpers_hostile.py (no torch needed). Each case must end in one
+Every file is crafted on the fly with tests/helpers_pickle.py (no torch needed). Each case must end in one
 ValueError-type error naming the file and the limit — never a MemoryError, RecursionError or a multi-GB allocation.
 """
 import io
