@@ -14,7 +14,12 @@ Stable interface (called by tools and outside checks):
 * ``load_network(path, which=None)`` — our ``.npz`` snapshot or an original ``.pkl`` → same dict as
   ``load_network_pkl``.
 
-Errors name the file, the network and the entry.
+Errors name the file, the network and the entry. Untrusted files: the pickle reader's byte limits
+(:class:`afgan_tf.pickle_reader.Limits`, passed as ``limits``) also cover the ``.npz`` entries (an entry may not
+inflate more than ``max_inflation`` times or claim more elements than its bytes hold, all entries together at most
+``max_bytes``), and every network's constructor kwargs are checked against ``KWARG_BOUNDS`` before anything is
+built, so a small file cannot make us build a multi-GB network. All of these raise ``ValueError`` naming the file
+and the limit.
 """
 import json
 import os
@@ -26,7 +31,7 @@ from . import pickle_reader
 
 __all__ = ["generator_from_state_dict", "discriminator_from_state_dict", "network_from_state_dict",
            "load_network_pkl", "save_network_snapshot", "load_network", "network_class_name", "SNAPSHOT_FORMAT",
-           "NETWORK_CLASSES"]
+           "NETWORK_CLASSES", "KWARG_BOUNDS", "check_network_kwargs"]
 
 SNAPSHOT_FORMAT = {"format": "afgan-tf network snapshot", "version": 1}
 NETWORK_CLASSES = ("stylegan3.Generator", "stylegan2.Generator", "stylegan2.Discriminator")
@@ -38,6 +43,47 @@ _POSITIONAL = {
     "Discriminator": ("c_dim", "img_resolution", "img_channels", "architecture", "channel_base", "channel_max",
                       "num_fp16_res", "conv_clamp", "cmap_dim", "block_kwargs", "mapping_kwargs", "epilogue_kwargs"),
 }
+
+
+# Sane ranges of the constructor kwargs (at any nesting level: mapping_kwargs, block_kwargs, ...), checked before a
+# network is built. Generous: several times the largest published configuration (z/w 512, channel_max 1024,
+# channel_base 65536, 1024 px, 14 synthesis layers, 8 mapping layers). None is allowed where the original allows it.
+KWARG_BOUNDS = {
+    "z_dim": (0, 4096), "c_dim": (0, 10000), "w_dim": (1, 4096), "img_resolution": (4, 4096),
+    "img_channels": (1, 4), "channel_base": (1, 1 << 18), "channel_max": (1, 4096), "num_layers": (0, 64),
+    "num_critical": (0, 16), "num_fp16_res": (0, 16), "cmap_dim": (0, 4096), "embed_features": (0, 4096),
+    "layer_features": (0, 4096), "margin_size": (0, 1024), "conv_kernel": (1, 15), "filter_size": (1, 64),
+    "mbstd_group_size": (0, 1024), "mbstd_num_channels": (0, 64), "freeze_layers": (0, 64),
+}
+
+
+def check_network_kwargs(kwargs, context):
+    """Raises ValueError naming ``context`` and the bound when a kwarg of ``KWARG_BOUNDS`` (at any nesting level)
+    is not an integer within its range, or a float kwarg is not finite."""
+    stack = [("", kwargs, 0)]
+    while stack:
+        prefix, obj, depth = stack.pop()
+        if depth > 8:
+            raise ValueError(f"{context}: constructor kwargs nested deeper than 8 levels")
+        if not isinstance(obj, dict):
+            continue
+        for k, v in obj.items():
+            name = f"{prefix}{k}"
+            if isinstance(v, dict):
+                stack.append((name + ".", v, depth + 1))
+                continue
+            if isinstance(v, float) and not np.isfinite(v):
+                raise ValueError(f"{context}: constructor kwarg {name}={v!r} is not finite")
+            if k not in KWARG_BOUNDS or v is None:
+                continue
+            lo, hi = KWARG_BOUNDS[k]
+            if isinstance(v, (float, np.floating)) and float(v).is_integer():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{context}: constructor kwarg {name}={v!r:.60} must be an integer in [{lo}, {hi}]")
+            if not lo <= int(v) <= hi:
+                raise ValueError(f"{context}: constructor kwarg {name}={int(v)} is outside the sane range "
+                                 f"[{lo}, {hi}] (afgan_tf.convert.KWARG_BOUNDS); refusing to build the network")
 
 
 def _generator_kind(state_dict):
@@ -64,6 +110,7 @@ def generator_from_state_dict(state_dict, init_kwargs):
 
     StyleGAN3 (``synthesis.input.*`` keys) and StyleGAN2 (``synthesis.b4.*`` keys) generators; raises
     ``StateDictError`` naming the entry for unknown / missing / mis-shaped entries."""
+    check_network_kwargs(dict(init_kwargs), "generator")
     kind = _generator_kind(state_dict)
     if kind == "stylegan2.Generator":
         from .networks.stylegan2 import Generator
@@ -77,6 +124,7 @@ def generator_from_state_dict(state_dict, init_kwargs):
 def discriminator_from_state_dict(state_dict, init_kwargs):
     """Builds our ``Discriminator(**init_kwargs)`` and loads ``state_dict`` (strict; errors name the entry)."""
     from .networks.discriminator import Discriminator
+    check_network_kwargs(dict(init_kwargs), "discriminator")
     D = Discriminator(**dict(init_kwargs))
     D.load_original_state_dict(_to_arrays(state_dict), strict=True)
     return D
@@ -150,12 +198,13 @@ def _net_from_info(info, context):
     raise ValueError(f"{context}: unsupported network class {cls!r} (module {module!r})")
 
 
-def load_network_pkl(path, which=None):
+def load_network_pkl(path, which=None, limits=None):
     """Original snapshot pickle → ``{"G", "D", "G_ema", "augment_pipe", "training_set_kwargs", "extra"}``.
 
     ``which``: iterable of network keys to build (default all present); the others are None.
-    ``augment_pipe`` is the raw info dict (class_name, init_kwargs, state_dict) or None."""
-    info = pickle_reader.read_network_pkl(path)
+    ``augment_pipe`` is the raw info dict (class_name, init_kwargs, state_dict) or None. ``limits``: the reader's
+    :class:`afgan_tf.pickle_reader.Limits` (default ``DEFAULT_LIMITS``)."""
+    info = pickle_reader.read_network_pkl(path, limits)
     out = {}
     for key in _NET_KEYS:
         if info[key] is None or (which is not None and key not in which):
@@ -235,16 +284,54 @@ def _is_pickle(path):
     return head[:1] == b"\x80" or path.lower().endswith(".pkl")
 
 
-def load_network(path, which=None):
+def _check_npz(z, path, limits):
+    """Byte limits of an ``.npz`` before any entry is read: inflation per entry, header shape backed by the entry's
+    bytes, total bytes."""
+    limits = limits or pickle_reader.DEFAULT_LIMITS
+    total = 0
+    for zi in z.zip.infolist():
+        if zi.file_size > max(zi.compress_size, 1) * limits.max_inflation:
+            raise ValueError(f"{path}: entry {zi.filename} inflates {zi.compress_size} -> {zi.file_size} bytes, over "
+                             f"max_inflation={limits.max_inflation:g} (afgan_tf.pickle_reader.Limits)")
+        total += zi.file_size
+        if total > limits.max_bytes:
+            raise ValueError(f"{path}: entries hold more than max_bytes={limits.max_bytes} bytes "
+                             f"(afgan_tf.pickle_reader.Limits)")
+        if not zi.filename.endswith(".npy"):
+            continue
+        with z.zip.open(zi) as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                           np.lib.format.read_array_header_2_0)
+            shape, _fortran, dtype = read_header(fh)
+            if dtype.hasobject:
+                raise ValueError(f"{path}: entry {zi.filename} holds Python objects (not allowed)")
+            need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if need > zi.file_size - fh.tell():
+                raise ValueError(f"{path}: entry {zi.filename} claims shape {shape} ({need} bytes) but holds "
+                                 f"{zi.file_size - fh.tell()} bytes")
+
+
+def load_network(path, which=None, limits=None):
     """Our ``.npz`` snapshot or an original ``.pkl`` → ``{"G", "D", "G_ema", ..., "augment_pipe",
-    "training_set_kwargs", "extra"}`` (absent networks are None). ``which``: keys to build (default all)."""
+    "training_set_kwargs", "extra"}`` (absent networks are None). ``which``: keys to build (default all).
+    ``limits``: :class:`afgan_tf.pickle_reader.Limits` for untrusted files (default ``DEFAULT_LIMITS``)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"network file {path} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"network file {path} is a directory")
     if _is_pickle(path):
-        return load_network_pkl(path, which=which)
+        return load_network_pkl(path, which=which, limits=limits)
     try:
         z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "zip"):
+            raise ValueError("a single .npy array, not an .npz archive")
+        _check_npz(z, path, limits)
+    except ValueError as e:
+        if str(e).startswith(path):
+            raise
+        raise ValueError(f"{path}: neither an original network pickle nor an afgan-tf .npz snapshot ({e})") from None
     except Exception as e:
         raise ValueError(f"{path}: neither an original network pickle nor an afgan-tf .npz snapshot ({e})") from None
     with z:

@@ -13,6 +13,10 @@ meaning "default"):
 * ``seeds``: ``seeds [N]`` int64 (+ ``c``), ``truncation_psi [P]`` → ``images``, ``images_float``, ``z``;
   ``z = tf.random.stateless_normal([z_dim], seed=[seed, 0])`` so a seed gives the same image on any server.
 
+Every signature checks its request in the graph and refuses it with an ``InvalidArgumentError`` whose message names
+the input: a wrong rank (a scalar included), a wrong width, a batch of 0 or over ``max_batch``, non-finite values,
+a wrong number of psi / translate / rotate entries.
+
 The user transform follows the original's gen_images convention: ``m = [[cos a, sin a, tx], [-sin a, cos a, ty],
 [0, 0, 1]]`` and the synthesis input receives ``inv(m)``.
 
@@ -184,7 +188,8 @@ class GeneratorServer(tf.Module):
     # -- endpoints ----------------------------------------------------------------------------------
     def serve(self, z, c, truncation_psi, translate, rotate):
         ws = self._mapping(z, c, truncation_psi)
-        transform = self._transforms(translate, rotate, tf.shape(z)[0])
+        # the batch size from the validated ws, never from the raw z: a scalar z must reach the rank message
+        transform = self._transforms(translate, rotate, tf.shape(ws)[0])
         return self._synthesis(ws, transform)
 
     def mapping(self, z, c, truncation_psi):
@@ -195,14 +200,16 @@ class GeneratorServer(tf.Module):
         ws = _after([tf.debugging.Assert(tf.reduce_all(tf.equal(tf.shape(ws)[1:], [self.num_ws, self.w_dim])), [
             tf.constant(f"ws must have shape [N, {self.num_ws}, {self.w_dim}]"), tf.shape(ws)])], ws)
         ws = _after([tf.debugging.Assert(tf.shape(ws)[0] <= self.max_batch, [tf.constant(
-            f"batch size exceeds the maximum of {self.max_batch} set at export")])], ws)
+            f"batch size exceeds the maximum of {self.max_batch} set at export")]),
+            tf.debugging.Assert(tf.shape(ws)[0] > 0, [tf.constant("ws must hold at least one row")])], ws)
         ws = self._check_finite(ws, "ws")
         return self._synthesis(tf.reshape(ws, [-1, self.num_ws, self.w_dim]))
 
     def seeds(self, seeds, c, truncation_psi):
         seeds = _after([_check_rank(seeds, 1, "seeds must have rank 1 [N]")], seeds)
         seeds = _after([tf.debugging.Assert(tf.shape(seeds)[0] <= self.max_batch, [tf.constant(
-            f"batch size exceeds the maximum of {self.max_batch} set at export")])], seeds)
+            f"batch size exceeds the maximum of {self.max_batch} set at export")]),
+            tf.debugging.Assert(tf.shape(seeds)[0] > 0, [tf.constant("seeds must hold at least one entry")])], seeds)
         z = self.seeds_to_z(tf.reshape(seeds, [-1]))
         out = self._synthesis(self._mapping(z, c, truncation_psi))
         out["z"] = z

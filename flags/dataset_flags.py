@@ -34,6 +34,9 @@ def define_flags(flag_values=flags.FLAGS):
                       "or raw uint8 (fastest to read).", flag_values=fv)
     flags.DEFINE_integer("min_size", 16, "Skip images whose width or height is below this (tiny).",
                          lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("max_pixels", 200_000_000, "Skip images whose header claims more pixels than this "
+                         "(decompression bombs; checked before decoding). A 100-MP photo passes the default.",
+                         lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("workers", 2, "Decode/resize threads.", lower_bound=1, flag_values=fv)
     flags.DEFINE_bool("strict", False, "Fail at the first bad file instead of skipping it.", flag_values=fv)
     flags.DEFINE_bool("overwrite", False, "Replace an existing dataset at --dest (after the new one is complete).",

@@ -1,105 +1,12 @@
-"""Shared helpers of the data tests (synthetic images, bad files, FFHQ-style inputs) + image validation tests."""
+"""Image validation and conversion: bad files refused with a reason, modes converted (palette, gray, CMYK, 16-bit)."""
 import io
-import json
-import os
 
 import numpy as np
 import PIL.Image
 import pytest
 
 from afgan_tf.data import images
-
-
-def smooth_image(rng, h, w, c=3, sigma=3.0):
-    """A random, smooth-ish uint8 photo stand-in [h, w, c]."""
-    import scipy.ndimage as nd
-    a = nd.gaussian_filter(rng.rand(h, w, c) * 255, (sigma, sigma, 0))
-    a = (a - a.mean()) * 5 + 127.5
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-
-
-def save(a, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    images.to_pil(a).save(path)
-
-
-def write_bad_files(folder, rng):
-    """Writes one of each kind of bad file; returns {name: expected reason prefix}."""
-    os.makedirs(folder, exist_ok=True)
-    good = images.encode_png(smooth_image(rng, 40, 40))
-    bad = {}
-    with open(os.path.join(folder, "corrupt.png"), "wb") as fh:
-        fh.write(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    bad["corrupt.png"] = ("not an image", "corrupt")
-    with open(os.path.join(folder, "truncated.png"), "wb") as fh:
-        fh.write(good[: len(good) // 2])
-    bad["truncated.png"] = "truncated or corrupt"
-    PIL.Image.new("CMYK", (40, 40), (10, 20, 30, 40)).save(os.path.join(folder, "cmyk.jpg"))
-    bad["cmyk.jpg"] = "CMYK"
-    PIL.Image.fromarray((rng.rand(40, 40) * 65535).astype(np.uint16)).save(os.path.join(folder, "gray16.png"))
-    bad["gray16.png"] = "16/32-bit"
-    PIL.Image.fromarray(smooth_image(rng, 6, 6)).save(os.path.join(folder, "tiny.png"))
-    bad["tiny.png"] = "tiny"
-    with open(os.path.join(folder, "readme.txt"), "w") as fh:
-        fh.write("not an image")
-    bad["readme.txt"] = "not an image"
-    with open(os.path.join(folder, "fake.jpg"), "w") as fh:
-        fh.write("text pretending to be a jpeg")
-    bad["fake.jpg"] = "not an image"
-    return bad
-
-
-def rgb48_png(rng, h=40, w=40):
-    """A 16-bit-per-channel RGB PNG (PIL reads it as 8-bit RGB silently), written by hand with zlib."""
-    import struct
-    import zlib
-    a = (rng.rand(h, w, 3) * 65535).astype(">u2")
-    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
-
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def fake_landmarks(eye_l, eye_r, mouth_l, mouth_r, rng=None):
-    """68 dlib-layout points with the given eye centres / mouth corners (others near the face)."""
-    lm = np.zeros([68, 2])
-    centre = (np.asarray(eye_l) + np.asarray(eye_r) + np.asarray(mouth_l) + np.asarray(mouth_r)) / 4
-    rng = rng or np.random.RandomState(0)
-    lm[:] = centre + rng.randn(68, 2) * 5
-    for sl, c in ((slice(36, 42), eye_l), (slice(42, 48), eye_r)):
-        ang = np.linspace(0, 2 * np.pi, 6, endpoint=False)
-        lm[sl] = np.asarray(c) + np.stack([np.cos(ang), np.sin(ang)], 1) * 4  # mean = the centre
-    lm[48] = mouth_l
-    lm[54] = mouth_r
-    return lm
-
-
-def write_ffhq_input(root, rng, n=4, size=(360, 300)):
-    """Synthetic in-the-wild folder + ffhq-dataset-v2.json; returns (image dir, json path, [(img, lm)])."""
-    wild = os.path.join(root, "in-the-wild-images")
-    meta, out = {}, []
-    for i in range(n):
-        w, h = size
-        img = smooth_image(rng, h, w)
-        ex = w / 2 + rng.uniform(-20, 20)
-        ey = h / 2 + rng.uniform(-20, 10)
-        lm = fake_landmarks((ex - 18, ey), (ex + 18, ey + rng.uniform(-3, 3)), (ex - 12, ey + 40), (ex + 12, ey + 41),
-                            rng)
-        rel = f"in-the-wild-images/{i - i % 1000:05d}/{i:05d}.png"
-        save(img, os.path.join(root, rel))
-        meta[str(i)] = dict(category="training", metadata=dict(photo_title=f"synthetic {i}"),
-                            in_the_wild=dict(file_path=rel, pixel_size=[w, h], face_landmarks=lm.tolist(),
-                                             face_rect=[ex - 30, ey - 20, ex + 30, ey + 50]))
-        out.append((img, lm))
-    js = os.path.join(root, "ffhq-dataset-v2.json")
-    with open(js, "w") as fh:
-        json.dump(meta, fh)
-    return wild, js, out
-
-
-# ------------------------------------------------------------------------------------------------ tests
+from helpers_data import png_header_only, smooth_image, write_bad_files, write_convertible_files
 
 
 def test_load_image_rejects_bad_files(tmp_path):
@@ -109,8 +16,37 @@ def test_load_image_rejects_bad_files(tmp_path):
         with pytest.raises(images.BadImageError) as e:
             images.load_image(str(tmp_path / name), min_size=16)
         assert e.value.reason.startswith(reason if isinstance(reason, tuple) else (reason,)), (name, e.value.reason)
-    with pytest.raises(images.BadImageError, match="16/32-bit"):
-        images.load_image(rgb48_png(rng), name="rgb48.png")
+        assert "\n" not in e.value.reason and len(e.value.reason) < 300
+
+
+def test_bomb_limit_is_checked_from_the_header_and_settable():
+    """The pixel limit is ours (no warning state): a header over it is refused before decoding; the limit moves."""
+    bomb = png_header_only(30000, 30000)  # 900 MP claimed in 60 bytes
+    with pytest.raises(images.BadImageError, match="30000x30000 = 900000000 pixels, over the limit of 200000000"):
+        images.open_image(bomb, "bomb.png")
+    with pytest.raises(images.BadImageError, match="over the limit of 1000"):
+        images.load_image(images.encode_png(np.zeros([40, 40, 3], np.uint8)), max_pixels=1000)
+    assert images.load_image(images.encode_png(np.zeros([40, 40, 3], np.uint8)), max_pixels=1600).shape == (40, 40, 3)
+    # over the old PIL warning threshold (89 MP) but under ours: only the header is read, and no warning is raised
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with images.open_image(png_header_only(12000, 10000), "big.png") as im:
+            assert im.size == (12000, 10000)
+    assert images.DEFAULT_MAX_PIXELS >= 100_000_000  # a real 100-MP photo is accepted
+
+
+def test_cmyk_and_16_bit_photos_converted(tmp_path):
+    """CMYK -> RGB (PIL's integer formula, reference in numpy) and 16 -> 8 bit rounded (round(v / 257), exact);
+    palette and animated GIF (first frame) read as before; the conversion is reported."""
+    files = write_convertible_files(str(tmp_path), np.random.RandomState(3))
+    for name, (conv, ref) in files.items():
+        a, got_conv = images.decode_image(str(tmp_path / name), name=name)
+        assert got_conv == conv, name
+        assert a.dtype == np.uint8 and a.shape == ref.shape, name
+        np.testing.assert_array_equal(a, ref, err_msg=name)
+        g = images.load_image((tmp_path / name).read_bytes(), channels=1)
+        np.testing.assert_array_equal(g[:, :, 0], np.asarray(PIL.Image.fromarray(ref).convert("L")), err_msg=name)
 
 
 def test_load_image_converts_modes():

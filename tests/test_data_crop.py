@@ -5,7 +5,7 @@ import scipy.stats
 import tensorflow as tf
 
 from afgan_tf.data import ffhqu
-from test_data_common import fake_landmarks, smooth_image
+from helpers_data import fake_landmarks, smooth_image
 
 
 def test_landmark_params_hand_computed():

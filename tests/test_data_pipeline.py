@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from afgan_tf.data import DatasetWriter, dataset_info, make_dataset, tfrecord
-from test_data_common import save, smooth_image
+from helpers_data import save, smooth_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,7 +11,7 @@ import pytest
 
 from afgan_tf.data import build as build_mod
 from afgan_tf.data import BuildError, build_dataset, dataset_info, ffhqu, make_dataset
-from test_data_common import rgb48_png, save, smooth_image, write_bad_files, write_ffhq_input
+from helpers_data import save, smooth_image, write_bad_files, write_convertible_files, write_ffhq_input
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "dataset_tool.py")
@@ -61,27 +61,33 @@ def test_lanczos_resize_equals_pil_and_center_crop(tmp_path):
 
 
 def test_bad_files_reported_and_skipped_or_strict(tmp_path):
+    """Every kind of bad file (incl. bombs, broken symlinks, symlink loops) skipped with its own reason; CMYK /
+    16-bit / 48-bit / palette / animated files converted and kept, the conversions counted."""
     rng = np.random.RandomState(1)
     src = tmp_path / "src"
     bad = write_bad_files(str(src), rng)
-    with open(str(src / "rgb48.png"), "wb") as fh:
-        fh.write(rgb48_png(rng))
-    bad["rgb48.png"] = "16/32-bit"
+    conv = write_convertible_files(str(src / "conv"), rng, size=32)
     good = [smooth_image(rng, 32, 32) for _ in range(4)]
     for i, a in enumerate(good):
         save(a, str(src / "ok" / f"g{i}.png"))
     logs = []
-    res = build_dataset(str(src), str(tmp_path / "ds"), resolution=32, progress=False, log=logs.append)
-    assert res["written"] == 4
+    res = build_dataset(str(src), str(tmp_path / "ds"), resolution=32, progress=False, log=logs.append, workers=3)
+    names = sorted(["conv/" + n for n in conv] + [f"ok/g{i}.png" for i in range(4)])  # written in name order
+    assert res["written"] == len(names)
     skipped = dict(res["skipped"])
     assert set(skipped) == set(bad)
     for name, reason in bad.items():
         assert skipped[name].startswith(reason if isinstance(reason, tuple) else (reason,)), (name, skipped[name])
         assert any(name in m for m in logs)
     assert sum(res["reasons"].values()) == len(bad)
-    assert "skipped 8" in logs[-1]  # the summary line with the count
+    n_conv = sum(1 for c, _ in conv.values() if c)
+    assert res["converted"] == {"CMYK->RGB": 1, "16->8 bit": n_conv - 1}
+    assert f"skipped {len(bad)}" in logs[-1] and f"converted {n_conv} (16->8 bit x{n_conv - 1}, CMYK->RGB x1)" \
+        in logs[-1]  # the summary line with the counts
     got, _ = _read_all(str(tmp_path / "ds"))
-    np.testing.assert_array_equal(got, np.stack(good))
+    refs = {f"ok/g{i}.png": a for i, a in enumerate(good)}
+    refs.update({"conv/" + n: ref for n, (_, ref) in conv.items()})
+    np.testing.assert_array_equal(got, np.stack([refs[n] for n in names]))
     with pytest.raises(BuildError, match="--strict"):
         build_dataset(str(src), str(tmp_path / "strict"), resolution=32, strict=True, progress=False,
                       log=lambda m: None)
@@ -190,3 +196,21 @@ def test_ffhq_json_end_to_end_cli(tmp_path):
                   f"--dest={tmp_path / 'strict'}", "--strict")
     assert r.returncode == 1 and "Error:" in r.stderr and "--strict" in r.stderr
     assert not os.path.exists(str(tmp_path / "strict"))
+
+
+@pytest.mark.slow
+def test_real_90_megapixel_photos_under_two_workers(tmp_path):
+    """Photos above PIL's old warning threshold (89 MP) build under --workers=2 even with warnings as errors (the
+    pixel check is ours, from the header; no warning state is involved). Slow: ~15 s and ~2.5 GB on 2 cores."""
+    import warnings
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        PIL.Image.new("L", (9500, 9500), 40 * i).save(str(src / f"big{i}.png"), compress_level=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = build_dataset(str(src), str(tmp_path / "ds"), resolution=16, transform="center-crop", workers=2,
+                            progress=False, log=lambda m: None)
+    assert res["written"] == 3 and not res["skipped"]
+    got, _ = _read_all(str(tmp_path / "ds"))
+    assert [int(g.mean()) for g in got] == [0, 40, 80]

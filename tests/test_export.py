@@ -135,7 +135,8 @@ def test_no_custom_ops_in_default_export(exported):
     assert info["needs_op_library"] is False and info["max_batch"] == 6
 
 
-@pytest.mark.parametrize("kind", ["z_dim", "rank", "nan_psi", "batch", "psi_len"])
+@pytest.mark.parametrize("kind", ["z_dim", "rank", "nan_psi", "batch", "psi_len", "scalar_z", "zero_batch",
+                                  "scalar_psi", "translate_rank", "translate_len", "inf_rotate", "vector_z"])
 def test_bad_requests_fail_with_message(exported, kind):
     _, path = exported
     m = tf.saved_model.load(path)
@@ -152,8 +153,51 @@ def test_bad_requests_fail_with_message(exported, kind):
         z, expect = tf.zeros([7, 8]), "exceeds the maximum of 6"
     elif kind == "psi_len":
         psi, expect = tf.constant([0.5, 0.5, 0.5]), "truncation_psi must have 0, 1 or N"
+    elif kind == "scalar_z":  # used to fail with "slice index 0 of dimension 0 out of bounds"
+        z, expect = tf.constant(0.5), "z must have rank 2"
+    elif kind == "vector_z":
+        z, expect = tf.zeros([8]), "z must have rank 2"
+    elif kind == "zero_batch":
+        z, expect = tf.zeros([0, 8]), "z must hold at least one row"
+    elif kind == "scalar_psi":
+        psi, expect = tf.constant(0.5), "truncation_psi must have rank 1"
+    translate, rotate = tf.zeros([0, 2]), e
+    if kind == "translate_rank":
+        translate, expect = tf.zeros([2]), "translate must have rank 2"
+    elif kind == "translate_len":
+        translate, expect = tf.zeros([3, 2]), "translate must have 0, 1 or N"
+    elif kind == "inf_rotate":
+        rotate, expect = tf.constant([np.inf]), "rotate must be finite"
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)) as info:
-        sig(z=z, truncation_psi=psi, translate=tf.zeros([0, 2]), rotate=e)
+        sig(z=z, truncation_psi=psi, translate=translate, rotate=rotate)
+    assert expect in str(info.value), str(info.value)[-500:]
+    assert "out of bounds" not in str(info.value)
+
+
+@pytest.mark.parametrize("sig_name,kwargs,expect", [
+    ("synthesis", dict(ws=np.zeros([0, 0, 8], np.float32)), "ws must have shape"),
+    ("synthesis", "zero_ws", "ws must hold at least one row"),
+    ("synthesis", dict(ws=np.float32(1.0)), "ws must have rank 3"),
+    ("synthesis", "nan_ws", "ws must be finite"),
+    ("mapping", dict(z=np.float32(1.0), truncation_psi=np.zeros([0], np.float32)), "z must have rank 2"),
+    ("mapping", dict(z=np.zeros([0, 8], np.float32), truncation_psi=np.zeros([0], np.float32)),
+     "z must hold at least one row"),
+    ("seeds", dict(seeds=np.zeros([0], np.int64), truncation_psi=np.zeros([0], np.float32)),
+     "seeds must hold at least one entry"),
+    ("seeds", dict(seeds=np.int64(3), truncation_psi=np.zeros([0], np.float32)), "seeds must have rank 1"),
+    ("seeds", dict(seeds=np.arange(7, dtype=np.int64), truncation_psi=np.zeros([0], np.float32)),
+     "exceeds the maximum of 6"),
+])
+def test_other_signatures_refuse_bad_requests(exported, sig_name, kwargs, expect):
+    """Every signature refuses batch 0 (synthesis used to return an empty result), scalars and wrong shapes."""
+    G, path = exported
+    sig = tf.saved_model.load(path).signatures[sig_name]
+    if kwargs == "zero_ws":
+        kwargs = dict(ws=np.zeros([0, G.num_ws, 8], np.float32))
+    elif kwargs == "nan_ws":
+        kwargs = dict(ws=np.full([1, G.num_ws, 8], np.nan, np.float32))
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)) as info:
+        sig(**{k: tf.constant(v) for k, v in kwargs.items()})
     assert expect in str(info.value), str(info.value)[-500:]
 
 
@@ -256,3 +300,28 @@ def test_stylegan2_export_const_noise_and_no_transform(tmp_path):
     np.testing.assert_allclose(out, ref, atol=2e-5)
     with pytest.raises(tf.errors.InvalidArgumentError, match="need a StyleGAN3 generator"):
         sig(z=tf.constant(z), truncation_psi=e, translate=tf.constant([[0.1, 0.0]]), rotate=e)
+
+
+def test_export_tool_flags_match_docstring_and_errors_are_one_line(tmp_path):
+    """tools/export_savedmodel.py: the docstring's dashed --max-batch works (absl used to reject it); a hostile
+    --network and an existing --outdir end in exit 1 and one Error line."""
+    from afgan_tf import convert
+    tool = os.path.join(REPO, "tools", "export_savedmodel.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    doc = open(tool).read().split('"""')[1]
+    assert "--max-batch=64" in doc and "Exit status" in doc
+    snap = convert.save_network_snapshot(str(tmp_path / "g.npz"), {"G_ema": small_generator()})
+    out = tmp_path / "sm"
+    r = subprocess.run([PY, tool, f"--network={snap}", f"--outdir={out}", "--max-batch=2"], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.load(open(out / "assets.extra" / "afgan_tf_export.json"))["max_batch"] == 2
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+    for args, expect in [((f"--network={evil}", f"--outdir={tmp_path / 'x'}"), "forbidden global 'os.system'"),
+                         ((f"--network={snap}", f"--outdir={out}"), "already exists")]:
+        r = subprocess.run([PY, tool, *args], capture_output=True, text=True, env=env, timeout=600)
+        lines = [ln for ln in r.stderr.splitlines()
+                 if ln.strip() and not re.match(r"[IWEF]\d{4} |WARNING: All log|To enable the following", ln)]
+        assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: ") and expect in lines[0], \
+            r.stderr[-3000:]

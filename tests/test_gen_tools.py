@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from afgan_tf.metrics import fid
-from afgan_tf.metrics import toolutil as tu
+from afgan_tf import cli as tu
 from afgan_tf.metrics.toy import ToyGenerator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,7 +203,7 @@ def test_load_generator_from_snapshot(tmp_path):
 
 def test_texture_sticking_stylegan3_vs_stylegan2_side_by_side(tmp_path):
     """Issue 8: the sticking view compares a StyleGAN3 and a StyleGAN2 network (random weights) side by side."""
-    from afgan_tf.metrics import toolutil as tu
+    from afgan_tf import cli as tu
     G3 = tu.load_generator("random:stylegan3-t:16:1")
     G2 = tu.load_generator("random:stylegan2:16:1")
     assert tu.has_input_transform(G3) and not tu.has_input_transform(G2)

@@ -491,7 +491,7 @@ def _fourier_numpy(inp, T):
 
 @pytest.mark.parametrize("tx,ty,deg", [(0.0, 0.0, 0.0), (0.13, -0.07, 0.0), (-0.2, 0.05, 37.0)])
 def test_fourier_input_matches_numpy_formula(tx, ty, deg):
-    from afgan_tf.metrics import toolutil as tu
+    from afgan_tf import cli as tu
     G = _tiny_fourier()
     T = tu.user_transform((tx, ty), deg)
     expect = _fourier_numpy(G.synthesis.input, T)
@@ -576,7 +576,7 @@ def test_eq_metrics_stylegan2_fourier_vs_stylegan3_t():
 def test_export_translate_stylegan2_fourier(tmp_path):
     """The SavedModel's per-image translate / rotate reach the config-b input (same as setting the buffer)."""
     from afgan_tf import export
-    from afgan_tf.metrics import toolutil as tu
+    from afgan_tf import cli as tu
     G = _tiny_fourier()
     path = export.export_generator(G, str(tmp_path / "sg2f"), max_batch=4)
     sig = tf.saved_model.load(path).signatures["serving_default"]

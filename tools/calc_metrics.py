@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from afgan_tf.metrics import toolutil as tu  # noqa: E402
+from afgan_tf import cli as tu  # noqa: E402
 from afgan_tf.metrics.metric_main import METRICS, calc_metric, report_metric  # noqa: E402,F401
 
 FLAGS = flags.FLAGS

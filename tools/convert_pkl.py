@@ -1,6 +1,6 @@
 """Convert an original StyleGAN3 network pickle to afgan-tf formats (no code from the pickle is executed).
 
-  python tools/convert_pkl.py --source=network-snapshot-000000.pkl --dest=DIR
+  python tools/convert_pkl.py --source=network-snapshot-000000.pkl --dest=DIR [--max-gib=4] [--max-inflation=16]
 
 Writes (each file atomically: temp file + rename):
   DIR/network-snapshot.npz         our network snapshot (G, D, G_ema; original names/layout; load with
@@ -8,10 +8,16 @@ Writes (each file atomically: temp file + rename):
   DIR/G_ema.weights.h5             Keras-format weights of G_ema (``G.load_weights`` after building
                                    ``Generator(**init_kwargs)``)
   DIR/G_ema.init_kwargs.json       {"class": ..., "init_kwargs": ...} for that rebuild
-and prints a summary. Exit status 0 ok, 1 error.
+and prints a summary.
+
+Untrusted files are read under limits (``afgan_tf.pickle_reader.Limits``; see docs/convert.md): no code from the
+file runs, at most --max-gib GiB and --max-inflation times the file's size are decoded, a tensor may not claim more
+elements than its storage holds, and the networks' constructor kwargs must be within ``afgan_tf.convert.KWARG_BOUNDS``.
+
+Exit status: 0 ok; 1 bad input or a broken limit (one ``Error: ...`` line naming the file / flag / limit on
+stderr), a missing or unknown flag, or stray arguments.
 """
 import json
-import pickle
 import os
 import sys
 import tempfile
@@ -28,6 +34,9 @@ def define_flags():
     flags.DEFINE_string("source", None, "original network pickle (.pkl) or our .npz snapshot")
     flags.DEFINE_string("dest", None, "output directory (created if needed)")
     flags.DEFINE_boolean("weights_h5", True, "also write G_ema.weights.h5 + G_ema.init_kwargs.json")
+    flags.DEFINE_float("max_gib", 4.0, "most GiB decoded from --source (storages + tensors)", lower_bound=1e-6)
+    flags.DEFINE_float("max_inflation", 16.0, "most bytes decoded per byte of --source (files under 1 MiB count "
+                       "as 1 MiB) and per compressed byte of a zip entry", lower_bound=1.0)
 
 
 def _count(net):
@@ -48,13 +57,15 @@ def _atomic_keras_weights(net, path):
             os.unlink(tmp)
 
 
-def convert(source, dest, weights_h5=True, out=print):
-    """Library entry of the CLI. Returns {name: written path}."""
+def convert(source, dest, weights_h5=True, out=print, limits=None):
+    """Library entry of the CLI. Returns {name: written path}. ``limits``: ``pickle_reader.Limits``."""
     from afgan_tf import convert as conv
     if not os.path.isfile(source):
         raise FileNotFoundError(f"--source: {source} does not exist")
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise ValueError(f"--dest: {dest} exists and is not a directory")
+    nets = conv.load_network(source, limits=limits)
     os.makedirs(dest, exist_ok=True)
-    nets = conv.load_network(source)
     present = {k: nets[k] for k in ("G", "D", "G_ema") if nets.get(k) is not None}
     if not present:
         raise ValueError(f"--source: {source} holds none of G, D, G_ema")
@@ -88,18 +99,19 @@ def convert(source, dest, weights_h5=True, out=print):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.source or not FLAGS.dest:
-        raise app.UsageError("--source and --dest are required")
-    try:
-        convert(FLAGS.source, FLAGS.dest, weights_h5=FLAGS.weights_h5)
-    except (FileNotFoundError, ValueError, TypeError, KeyError, NotImplementedError, pickle.UnpicklingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    from afgan_tf import cli
+    from afgan_tf.pickle_reader import Limits
+
+    def body():
+        limits = Limits(max_bytes=int(FLAGS.max_gib * (1 << 30)), max_inflation=FLAGS.max_inflation)
+        try:
+            convert(FLAGS.source, FLAGS.dest, weights_h5=FLAGS.weights_h5, limits=limits)
+        except (TypeError, KeyError, NotImplementedError) as e:  # a pickle of the wrong shape
+            raise ValueError(f"{FLAGS.source}: {e.args[0] if e.args else e}") from None
+    return cli.tool_main(argv, FLAGS, ("source", "dest"), body)
 
 
 if __name__ == "__main__":
+    from afgan_tf.cli import normalise_argv  # --max-gib -> --max_gib
     define_flags()
-    app.run(main)
+    app.run(main, argv=normalise_argv(sys.argv))

@@ -4,7 +4,7 @@
       [--translate=0.1,-0.05] [--rotate=10] [--grid=3x2]
 
 NET: our .npz snapshot / an original .pkl (G_ema is used), ``random:stylegan3-t:64[:seed]`` or ``toy[:...]``
-(see afgan_tf.metrics.toolutil.load_generator). Per seed: z = RandomState(seed).randn(1, z_dim); translate
+(see afgan_tf.cli.load_generator). Per seed: z = RandomState(seed).randn(1, z_dim); translate
 (canvas units) / rotate (degrees) go through ``synthesis.input.transform`` (inverse matrix, like the original).
 Writes ``seed{seed:04d}.png`` (and ``grid.png`` with --grid=WxH). Exit status 0 ok, 1 error.
 """
@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from afgan_tf.metrics import toolutil as tu  # noqa: E402
+from afgan_tf import cli as tu  # noqa: E402
 
 FLAGS = flags.FLAGS
 

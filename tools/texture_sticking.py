@@ -23,7 +23,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from afgan_tf.metrics import toolutil as tu  # noqa: E402
+from afgan_tf import cli as tu  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -2,10 +2,12 @@
 
 Steps:
   1. enumerate the source (folder / zip / original dataset with labels, or FFHQ in-the-wild + json);
-  2. per image (in a small thread pool, in order): decode + validate (:func:`images.load_image`), then either the
+  2. per image (in a small thread pool, in order): decode + validate (:func:`images.decode_image`: the header's pixel
+     count against ``max_pixels`` before decoding, CMYK and 16-bit photos converted and counted), then either the
      §6.5 transform + Lanczos resize, or (``ffhqu``) the §6.1 crop whose random shift was drawn in order in the
      main thread from ``RandomState(seed)`` after the original's dummy ``normal(0, 1, (num_entries, 2))`` draw;
-  3. bad files are skipped with a logged reason (``strict`` → raise :class:`BuildError` at the first one);
+  3. bad files (incl. broken symlinks / symlink loops, named as such) are skipped with a logged reason
+     (``strict`` → raise :class:`BuildError` at the first one);
   4. images go to a :class:`tfrecord.DatasetWriter` (atomic); a progress line reports images/s.
 """
 import collections
@@ -17,8 +19,8 @@ import time
 import numpy as np
 
 from . import ffhqu as ffhqu_mod
-from .images import (BadImageError, apply_transform, encode_png, is_power_of_two, load_image, open_image,
-                     parse_resolution)
+from .images import (DEFAULT_MAX_PIXELS, BadImageError, apply_transform, decode_image, encode_png, is_power_of_two,
+                     open_image, parse_resolution)
 from .sources import ImageFolder, ffhq_items
 from .tfrecord import DatasetWriter, check_dest
 
@@ -69,8 +71,10 @@ class Progress:
 
 def build_dataset(source, dest, resolution=None, transform=None, channels=3, max_images=None, ffhq_json=None,
                   ffhqu=False, random_shift=ffhqu_mod.DEFAULT_SHIFT, seed=ffhqu_mod.FFHQ_SEED, shards=1,
-                  strict=False, overwrite=False, encoding="png", min_size=16, workers=2, log=None, progress=True):
-    """Builds a dataset at ``dest``; returns ``dict(written, skipped=[(name, reason)], reasons, seconds, meta)``.
+                  strict=False, overwrite=False, encoding="png", min_size=16, workers=2, log=None, progress=True,
+                  max_pixels=DEFAULT_MAX_PIXELS):
+    """Builds a dataset at ``dest``; returns ``dict(written, skipped=[(name, reason)], reasons, converted, seconds,
+    meta)`` (``converted``: {"CMYK->RGB": n, "16->8 bit": m} of the images written).
 
     Args mirror the tool's flags (see ``flags/dataset_flags.py``). ``log``: callable for messages (default
     stderr). ``ffhqu`` requires ``ffhq_json``; crops are produced directly at ``resolution``.
@@ -106,6 +110,8 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
         raise ValueError("--ffhqu and --transform are exclusive (FFHQ-U is its own crop)")
     if max_images is not None and max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {max_images}")
+    if max_pixels is not None and int(max_pixels) < 1:
+        raise ValueError(f"--max-pixels must be >= 1, got {max_pixels}")
     check_dest(os.path.abspath(dest), overwrite)
 
     # 1. enumerate the source
@@ -134,6 +140,7 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
         raise BuildError(f"--source {source}: no images found")
 
     skipped = []
+    converted = collections.Counter()
     state = dict(writer=None, res=size[0] if size else None)
 
     def skip(name, reason):
@@ -142,16 +149,20 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
         skipped.append((name, reason))
         log(f"skipped {name}: {reason}")
 
+    # a file larger than this cannot be an image within max_pixels (16-bit RGBA, uncompressed, + metadata)
+    max_file_bytes = None if max_pixels is None else 8 * int(max_pixels) + (16 << 20)
+
     def read(item):
         if folder is not None and folder.kind == "zip":
-            return folder.read_bytes(item["name"])
+            return folder.read_bytes(item["name"], max_bytes=max_file_bytes)
         return item["path"]
 
     # 2. per-image work (runs in the pool; pure function of the item and the pre-drawn crop centre)
     def work(item, center):
         name = item["name"]
         try:
-            a = load_image(read(item), channels=channels, name=name, min_size=min_size)
+            a, conversion = decode_image(read(item), channels=channels, name=name, min_size=min_size,
+                                         max_pixels=max_pixels)
         except BadImageError as e:
             raise _Skip(name, e.reason) from None
         except OSError as e:
@@ -159,7 +170,7 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
         if ffhqu:
             c, q = center
             out = ffhqu_mod.crop_square_pil(a, c, q, size[0])
-            return out, (encode_png(out) if encoding == "png" else None)
+            return out, (encode_png(out) if encoding == "png" else None), conversion
         out = apply_transform(a, transform, *(size or (None, None)))
         if out is None:
             raise _Skip(name, f"dropped by --transform={transform} (image {a.shape[1]}x{a.shape[0]} too small)")
@@ -167,7 +178,7 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
             raise _Skip(name, f"not square ({out.shape[1]}x{out.shape[0]}); use --transform=center-crop")
         if not is_power_of_two(out.shape[0]):
             raise _Skip(name, f"side {out.shape[0]} is not a power of two; pass --resolution")
-        return out, (encode_png(out) if encoding == "png" else None)  # PNG encoding also runs in the pool
+        return out, (encode_png(out) if encoding == "png" else None), conversion  # PNG encoding: in the pool
 
     def plan(item):
         """Main-thread, in-order step: the FFHQ-U random shift (needs only the image size)."""
@@ -176,7 +187,7 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
         if not ffhqu:
             return None
         try:
-            with open_image(item["path"], item["name"]) as img:
+            with open_image(item["path"], item["name"], max_pixels) as img:
                 width, height = img.size
         except BadImageError as e:
             raise _Skip(item["name"], e.reason) from None
@@ -190,7 +201,8 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
     meta = dict(source=os.path.abspath(source), source_kind=source_kind, transform=transform,
                 ffhqu=bool(ffhqu), random_shift=float(random_shift) if ffhqu else None,
                 seed=int(seed) if ffhqu else None, ffhq_json=os.path.abspath(ffhq_json) if ffhq_json else None,
-                min_size=int(min_size), tool="afgan-tf dataset_tool")
+                min_size=int(min_size), max_pixels=None if max_pixels is None else int(max_pixels),
+                tool="afgan-tf dataset_tool")
 
     def emit(item, img, png):
         if state["writer"] is None:
@@ -235,12 +247,13 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
             item, fut = pending.popleft()
             done += 1
             try:
-                img, png = fut.result()
+                img, png, conversion = fut.result()
             except _Skip as s:
                 skip(s.name, s.reason)
             else:
                 if (state["writer"].count if state["writer"] else 0) < limit:
-                    emit(item, img, png)
+                    if emit(item, img, png) and conversion:
+                        converted[conversion] += 1
             prog.update(done, state["writer"].count if state["writer"] else 0, len(skipped))
         if state["writer"] is None:
             raise BuildError(f"--source {source}: no usable images ({len(skipped)} skipped)")
@@ -259,5 +272,8 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
     secs = time.time() - t0
     log(f"wrote {written} images ({meta['resolution']}x{meta['resolution']}x{meta['channels']}, "
         f"{len(meta['shards'])} shard(s)) to {os.path.abspath(dest)} in {secs:.1f} s; skipped {len(skipped)}"
-        + (": " + ", ".join(f"{k} x{v}" for k, v in reasons.most_common()) if skipped else ""))
-    return dict(written=written, skipped=skipped, reasons=dict(reasons), seconds=secs, meta=meta)
+        + (": " + ", ".join(f"{k} x{v}" for k, v in reasons.most_common()) if skipped else "")
+        + (f"; converted {sum(converted.values())} (" + ", ".join(f"{k} x{v}" for k, v in sorted(converted.items()))
+           + ")" if converted else ""))
+    return dict(written=written, skipped=skipped, reasons=dict(reasons), converted=dict(converted), seconds=secs,
+                meta=meta)

@@ -1,7 +1,7 @@
 """tf.data input pipeline: ``make_dataset`` and ``dataset_info``.
 
 Reads our TFRecord datasets and the original's format (folder or uncompressed zip of images, optional
-``dataset.json`` labels). Pipeline steps:
+``dataset.json`` labels; every image's header is checked up front by :func:`validate_original`). Pipeline steps:
   1. keys in a fixed order: serialized Examples (TFRecord shards interleaved round-robin = write order) or
      image indices (original format);
   2. per-worker sharding with ``input_context`` (whole shard files when their number divides evenly, else
@@ -10,7 +10,7 @@ Reads our TFRecord datasets and the original's format (folder or uncompressed zi
      ``shuffle_buffer``); with ``mirror`` an epoch is two passes and every image is flipped in exactly one of
      them (a stateless coin per (seed, epoch, image)), so the dataset doubles like the original's ``xflip``
      and the two copies of an image are a pass apart;
-  6. parallel decode (PNG via ``tf.io.decode_png``, raw bytes, or PIL in ``tf.numpy_function`` for other
+  6. parallel decode (PNG via ``tf.io.decode_png`` at 16 bits, rounded to 8 like the PIL path; raw bytes, or PIL in ``tf.numpy_function`` for other
      formats) + x-flip, 7. batch (per-replica size under ``input_context``), uint8 → float32 ``x/127.5 - 1``,
      8. prefetch.
 Elements: ``(images [N, R, R, C] float32 in [-1, 1], labels [N, c_dim] float32)`` (``c_dim = 0`` when
@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import tfrecord
-from .images import load_image, open_image
+from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image, open_image
 from .sources import ImageFolder
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -30,21 +30,66 @@ DEFAULT_SHUFFLE_BUFFER = 4096
 SHUFFLE_BUFFER_BYTES = 512 << 20
 
 
-def _open_original(path):
+_VALIDATED = {}  # (path, listing, zip mtime) -> (resolution, channels): one header scan per dataset and process
+_BAD_SHOWN = 5
+
+
+def _header(folder, name, max_pixels):
+    """(width, height, mode) from the image's header only (PIL reads no pixel data; a zip entry is streamed)."""
+    if folder.kind == "dir":
+        with open_image(folder.file_path(name), name, max_pixels) as im:
+            return im.size[0], im.size[1], im.mode
+    with folder.open(name) as fh, open_image(fh, name, max_pixels) as im:
+        return im.size[0], im.size[1], im.mode
+
+
+def validate_original(folder, max_pixels=DEFAULT_MAX_PIXELS):
+    """Header-only check of every image of an original-format folder / zip before training: each must be an image,
+    square, of the first good image's size and within ``max_pixels``. Returns ``(resolution, channels)``;
+    raises ValueError naming the bad files (the first few) and their count. Cached per listing within a process."""
+    key = (folder.path, folder.kind, tuple(folder.names),
+           os.stat(folder.path).st_mtime_ns if folder.kind == "zip" else None, max_pixels)
+    if key in _VALIDATED:
+        return _VALIDATED[key]
+    ref, bad = None, []
+    for name in folder.names:
+        try:
+            w, h, mode = _header(folder, name, max_pixels)
+        except BadImageError as e:
+            bad.append((name, e.reason))
+            continue
+        except OSError as e:
+            bad.append((name, f"unreadable ({e})"))
+            continue
+        if w != h:
+            bad.append((name, f"not square ({w}x{h})"))
+        elif ref is None:
+            ref = (name, w, 1 if mode in ("L", "1", "I;16", "I;16B", "I;16L", "I") else 3)
+        elif w != ref[1]:
+            bad.append((name, f"{w}x{h} differs from {ref[1]}x{ref[1]} ({ref[0]})"))
+    if bad:
+        shown = "; ".join(f"{n} ({r})" for n, r in bad[:_BAD_SHOWN])
+        more = f"; and {len(bad) - _BAD_SHOWN} more" if len(bad) > _BAD_SHOWN else ""
+        raise ValueError(f"{folder.path}: {len(bad)} of {len(folder.names)} images cannot be used: {shown}{more}. "
+                         f"Fix or remove them, or build a dataset with tools/dataset_tool.py (which skips and reports "
+                         f"bad files)")
+    _VALIDATED[key] = (ref[1], ref[2])  # grayscale stays 1 channel like the original
+    return _VALIDATED[key]
+
+
+def _open_original(path, max_pixels=DEFAULT_MAX_PIXELS):
     folder = ImageFolder(path)
     if not folder.names:
         raise ValueError(f"{path}: no images found (folder or zip of the original dataset format)")
-    name = folder.names[0]
-    with open_image(folder.read_bytes(name), f"{path}/{name}") as im:
-        channels = 1 if im.mode in ("L", "1") else 3  # grayscale stays 1 channel like the original
-        w, h = im.size
-    if h != w:
-        raise ValueError(f"{path}: images must be square, first image {name} is {w}x{h}")
-    return folder, int(h), channels
+    res, channels = validate_original(folder, max_pixels)
+    return folder, int(res), channels
 
 
 def dataset_info(path):
-    """``{"resolution", "channels", "count", "c_dim", "format", "path", ...}`` of a dataset (ours or original)."""
+    """``{"resolution", "channels", "count", "c_dim", "format", "path", ...}`` of a dataset (ours or original).
+
+    An original-format folder / zip is validated here, from the image headers only (:func:`validate_original`), so
+    a bad or differently sized image is reported, by name, before training starts."""
     path = os.path.abspath(os.fspath(path))
     if tfrecord.is_tfrecord_dataset(path):
         meta = tfrecord.read_metadata(path)
@@ -57,6 +102,14 @@ def dataset_info(path):
     labels = folder.labels()
     return dict(path=path, format="original-" + folder.kind, resolution=res, channels=ch,
                 count=len(folder.names), c_dim=int(labels.shape[1]), num_shards=1, encoding=None)
+
+
+def _decode_png_rounded(data, ch):
+    """PNG → uint8 like :func:`images.load_image`: decoded at 16 bits (an 8-bit PNG gives v·257) and rounded,
+    ``round(v / 257)`` — exact for 8-bit files, and 16/48-bit files are rounded instead of truncated (TF's uint8
+    decode keeps the high byte)."""
+    img = tf.cast(tf.io.decode_png(data, channels=ch, dtype=tf.uint16), tf.int32)
+    return tf.cast((2 * img + 257) // 514, tf.uint8)
 
 
 def _pil_decoder(folder, res, ch):
@@ -159,14 +212,14 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
             paths = tf.constant([folder.file_path(n) for n in folder.names])
 
             def read_img(i):
-                return tf.ensure_shape(tf.io.decode_png(tf.io.read_file(paths[i]), channels=ch), [res, res, ch])
+                return tf.ensure_shape(_decode_png_rounded(tf.io.read_file(paths[i]), ch), [res, res, ch])
         elif all(n.lower().endswith(".png") for n in folder.names):
             def _read(i):
                 return folder.read_bytes(folder.names[int(i)])
 
             def read_img(i):
                 data = tf.numpy_function(_read, [i], tf.string, stateful=False)
-                return tf.ensure_shape(tf.io.decode_png(tf.reshape(data, []), channels=ch), [res, res, ch])
+                return tf.ensure_shape(_decode_png_rounded(tf.reshape(data, []), ch), [res, res, ch])
         else:
             read_img = _pil_decoder(folder, res, ch)
 

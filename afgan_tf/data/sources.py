@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from .images import is_image_name
+from .images import BadImageError, is_image_name
 
 LABELS_NAME = "dataset.json"
 
@@ -103,11 +103,25 @@ class ImageFolder:
     def file_path(self, name):
         return os.path.join(self.path, *name.split("/")) if self.kind == "dir" else None
 
-    def read_bytes(self, name):
+    def read_bytes(self, name, max_bytes=None):
+        """The bytes of ``name``; a zip entry larger than ``max_bytes`` (None = any) is refused before it is
+        inflated (:class:`images.BadImageError`)."""
         if self.kind == "dir":
             with open(self.file_path(name), "rb") as fh:
                 return fh.read()
-        return self._zip().read(name)
+        z = self._zip()
+        if max_bytes is not None:
+            info = z.getinfo(name)
+            if info.file_size > max_bytes:
+                raise BadImageError(name, f"zip entry inflates to {info.file_size} bytes, more than an image within "
+                                          f"--max-pixels can take ({max_bytes})")
+        return z.read(name)
+
+    def open(self, name):
+        """A binary file object of ``name`` (a zip entry is streamed, not inflated whole): for header reads."""
+        if self.kind == "dir":
+            return open(self.file_path(name), "rb")
+        return self._zip().open(name)
 
 
 def find_ffhq_file(source, file_path):

@@ -260,7 +260,15 @@ class DatasetWriter:
 
 
 def check_dest(dest, overwrite):
-    """Refuses an existing non-empty destination unless ``overwrite``."""
+    """Refuses an existing non-empty destination unless ``overwrite``, and a destination that cannot be created (a
+    parent that is a file, or not writable) — before any work is done."""
+    parent = os.path.dirname(os.path.abspath(dest))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(f"--dest {dest}: cannot be created, {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--dest {dest}: cannot be created, {parent} is not writable")
     if os.path.exists(dest):
         if not os.path.isdir(dest):
             raise FileExistsError(f"--dest {dest} exists and is not a directory")

@@ -91,7 +91,7 @@ def _prepare_heatmap(spectrum, image_size, smooth=1.25):
 
 def save_figure_atomic(fig, path, dpi=100):
     """Saves a matplotlib figure as PNG atomically (temp file + rename)."""
-    from .toolutil import _atomic
+    from ..cli import _atomic
     _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
 
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the visual/metric tools: network loading, flag parsing, image saving, input transforms."""
+"""The command-line tools' shared helpers: entry point (tool_main, normalise_argv), flag parsing, network loading,
+image/video saving, input transforms."""
 import math
 import os
 import re
@@ -170,7 +171,7 @@ def load_generator(spec):
     """
     spec = str(spec)
     if spec == "toy" or spec.startswith("toy:"):
-        from .toy import ToyGenerator
+        from afgan_tf.metrics.toy import ToyGenerator
         kw = {}
         names = dict(res="img_resolution", channels="img_channels", z_dim="z_dim", freqs="num_freqs",
                      bandwidth="bandwidth", glue="glue", seed="seed")
@@ -227,7 +228,14 @@ def normalise_argv(argv):
     return out
 
 
-TOOL_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
+def _tool_errors():
+    import pickle
+    # OSError: unreadable / unwritable paths (PermissionError, IsADirectoryError, NotADirectoryError, ...);
+    # UnpicklingError: a corrupt or refused network pickle.
+    return (ValueError, OSError, RuntimeError, pickle.UnpicklingError)
+
+
+TOOL_ERRORS = _tool_errors()
 
 
 def tool_main(argv, flags, required, body):
