@@ -1,7 +1,9 @@
 // Standalone harness of the afgan-tf CUDA kernels (no TensorFlow): runs the kernels of gpu_launch.cu.cc on
 // case files and writes their outputs and timings.
 //
-//   harness CASES_DIR OUT_DIR [--case NAME] [--repeat N]
+//   harness CASES_DIR OUT_DIR [--case NAME]... [--repeat N] [--skip-timing]
+//
+// --skip-timing leaves out the timing cases (generated inputs; the host build would take minutes on them).
 //
 // CASES_DIR/<case>/case.json (a flat JSON object, written by tools/make_gpu_cases.py) names the op, dtype,
 // parameters and inputs; the inputs are .npy files next to it, or, for timing cases, generated here
@@ -45,6 +47,7 @@ using afgan::half_t;
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+struct Skip {};
 template <typename... A>
 [[noreturn]] void fail(const A&... a) {
   std::ostringstream s;
@@ -606,7 +609,8 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
-bool run_case(const std::string& cases_dir, const std::string& name, const std::string& out_root, int repeat_override) {
+bool run_case(const std::string& cases_dir, const std::string& name, const std::string& out_root, int repeat_override,
+              bool skip_timing) {
   Case c;
   c.name = name;
   c.dir = cases_dir + "/" + name;
@@ -621,6 +625,9 @@ bool run_case(const std::string& cases_dir, const std::string& name, const std::
     std::stringstream ss;
     ss << f.rdbuf();
     c.j = parse_json(ss.str(), c.dir + "/case.json");
+    bool generated = false;
+    for (const auto& kv : c.j) generated |= kv.first.rfind("gen_", 0) == 0;
+    if (skip_timing && generated) throw Skip();
     const int repeat = repeat_override >= 0 ? repeat_override : c.i("repeat", 3);
     Out out{c, out_dir, r, c.i("write_outputs", 1) != 0};
     const std::string op = c.s("op"), dt = c.s("dtype", "float32");
@@ -631,6 +638,8 @@ bool run_case(const std::string& cases_dir, const std::string& name, const std::
     else if (op == "filtered_lrelu")
       h ? run_filtered_lrelu<half_t>(c, out, r, repeat, out_dir) : run_filtered_lrelu<float>(c, out, r, repeat, out_dir);
     else fail(name, ": unknown op '", op, "'");
+  } catch (const Skip&) {
+    status = "skipped";
   } catch (const std::exception& e) {
     status = "error";
     error = e.what();
@@ -645,23 +654,25 @@ bool run_case(const std::string& cases_dir, const std::string& name, const std::
     << r.stats.str() << "}}\n";
   std::printf("%-48s %s %s\n", name.c_str(), status.c_str(), error.c_str());
   std::fflush(stdout);
-  return status == "ok";
+  return status != "error";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s CASES_DIR OUT_DIR [--case NAME]... [--repeat N]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s CASES_DIR OUT_DIR [--case NAME]... [--repeat N] [--skip-timing]\n", argv[0]);
     return 2;
   }
   const std::string cases = argv[1], out = argv[2];
   std::vector<std::string> only;
   int repeat = -1;
+  bool skip_timing = false;
   for (int k = 3; k < argc; ++k) {
     const std::string a = argv[k];
     if (a == "--case" && k + 1 < argc) only.push_back(argv[++k]);
     else if (a == "--repeat" && k + 1 < argc) repeat = std::atoi(argv[++k]);
+    else if (a == "--skip-timing") skip_timing = true;
     else { std::fprintf(stderr, "harness: unknown argument %s\n", a.c_str()); return 2; }
   }
   mkdir(out.c_str(), 0755);
@@ -683,7 +694,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
 #endif
   int failed = 0;
-  for (const auto& n : names) failed += run_case(cases, n, out, repeat) ? 0 : 1;
+  for (const auto& n : names) failed += run_case(cases, n, out, repeat, skip_timing) ? 0 : 1;
   std::printf("%zu cases, %d failed to run\n", names.size(), failed);
   return failed ? 1 : 0;
 }
