@@ -151,3 +151,9 @@ AFGAN_INSTANTIATE(half_t)
 #undef AFGAN_INSTANTIATE
 
 }  // namespace afgan
+
+#if defined(AFGAN_CUDA_BUILD_INFO) && !defined(AFGAN_HOST_KERNELS)
+// CUDA version and architectures of this build (setup.py), read by afgan_tf.ops._selfcheck (ctypes) to
+// check the driver at load time.
+extern "C" __attribute__((used, visibility("default"))) const char afgan_cuda_build_info[] = AFGAN_CUDA_BUILD_INFO;
+#endif

@@ -68,7 +68,7 @@ rm -f "$HARNESS"
 if [ "$CPU" = "1" ]; then
   ARCH="host"
   log "build: host version (g++)"
-  timeout "$(stage_time 240 60)" "${CXX:-g++}" -O2 -std=c++17 -DAFGAN_HOST_KERNELS -I"$ROOT/custom_ops" -x c++ \
+  timeout "$(stage_time 240 60)" "${CXX:-g++}" -O2 -std=c++17 -Wall -Wno-sign-compare -DAFGAN_HOST_KERNELS -I"$ROOT/custom_ops" -x c++ \
     "$ROOT/custom_ops/gpu_launch.cu.cc" "$HDIR/harness.cc" -o "$HARNESS" > "$OUT/build.log" 2>&1
   rc=$?
 else

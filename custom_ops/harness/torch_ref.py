@@ -154,7 +154,7 @@ def main(argv=None):
                     got = got.permute(0, 2, 3, 1) if got.ndim == 4 and p["op"] != "bias_act" else got
                     got = got.cpu().numpy()
                     rec["err"] = float(np.max(np.abs(got - ref)) / max(1.0, float(np.max(np.abs(ref)))))
-                    tol = 4e-3 if p.get("dtype") == "float16" else 1e-4
+                    tol = 4e-3 if p.get("dtype") == "float16" else 2e-5
                     if not rec["err"] <= tol:
                         bad += 1
                         rec["note"] = f"forward differs from the expected output ({rec['err']:.3g} > {tol})"
