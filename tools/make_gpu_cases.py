@@ -21,7 +21,7 @@ Cases:
   * odd_*: awkward ones (odd and 1-pixel-wide sizes, 1 channel, channel counts that are not a multiple of 4,
     per-axis factors, negative padding, flipped / 2-D filters, a filter too large for any tile = generic
     path only, every bias_act activation with second order).
-``--small`` keeps a subset for CI (a few of each kind, no timing copies). The total is checked against
+``--small`` keeps a subset for CI (a few of each kind; two timing cases with tiny generated inputs). The total is checked against
 ``--max-mib`` (default 25 MiB).
 """
 import argparse
@@ -287,6 +287,11 @@ def build(out, small):
         odd = [odd[0], odd[1], odd[2], odd[4]]
     for name, L, N, H, W, C in odd:
         flrelu_case(w, name, L, N, H, W, C)
+    if small:  # timing cases with tiny generated inputs: the host build runs the timing-case code too
+        flrelu_case(w, "odd_time_tiny", dict(base, fu=k12, fd=k12, up=2, down=2, padding=[9, 8, 9, 8],
+                                             dtype="float16"), 1, 14, 13, 6, timing=True)
+        upfirdn_case(w, "odd_time_tiny_upfirdn", [2, 9, 8, 5], [1, 3, 3, 1], [2, 2], [1, 1], [2, 1, 2, 1],
+                     gain=4.0, timing=True)
     if not small:  # too large for any tile in 48 kB: the op's generic path only
         big = (r.random(60) / 30).astype(np.float32)
         flrelu_case(w, "odd_huge_filter_generic", dict(base, fu=big, fd=big, up=1, down=1, padding=[59, 59, 59, 59]),

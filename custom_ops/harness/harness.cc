@@ -1,9 +1,11 @@
 // Standalone harness of the afgan-tf CUDA kernels (no TensorFlow): runs the kernels of gpu_launch.cu.cc on
 // case files and writes their outputs and timings.
 //
-//   harness CASES_DIR OUT_DIR [--case NAME]... [--repeat N] [--skip-timing]
+//   harness CASES_DIR OUT_DIR [--case NAME]... [--repeat N] [--timing all|skip|only] [--max-gen-elems N]
 //
-// --skip-timing leaves out the timing cases (generated inputs; the host build would take minutes on them).
+// --timing skip|only: leave out / run only the timing cases (generated inputs); --max-gen-elems N: skip timing
+// cases with a generated input of more than N elements (the host build would take minutes on the real sizes).
+// A skipped case writes a result.json with status "skipped".
 //
 // CASES_DIR/<case>/case.json (a flat JSON object, written by tools/make_gpu_cases.py) names the op, dtype,
 // parameters and inputs; the inputs are .npy files next to it, or, for timing cases, generated here
@@ -278,9 +280,7 @@ struct Buf {
 };
 
 template <typename T>
-float to_f(T v) { return static_cast<float>(v); }
-template <>
-float to_f<uint8_t>(uint8_t v) { return v; }
+AFGAN_HD float to_f(T v) { return static_cast<float>(v); }
 
 template <typename T>
 const char* descr_of();
@@ -288,20 +288,118 @@ template <>
 const char* descr_of<float>() { return "<f4"; }
 template <>
 const char* descr_of<half_t>() { return "<f2"; }
-template <>
-const char* descr_of<uint8_t>() { return "|u1"; }
 
-// Deterministic inputs for timing cases: uniform in [-1, 1) from a 64-bit LCG seeded by the input's name.
+// ------------------------------------------------------------------------------------------------ device helpers
+// The harness's own element loops (input generation, output statistics): a grid-stride kernel on the GPU,
+// a plain loop in the host build (the same pattern as gpu_launch.cu.cc's, kept here so that the harness
+// needs nothing from the library beyond its launch functions).
+#if defined(AFGAN_HOST_KERNELS)
+template <typename Item>
+void for_each_item(const Item& item, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) item(i);
+}
+#else
+template <typename Item>
+__global__ void HarnessKernel(Item item, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+    item(i);
+}
+template <typename Item>
+void for_each_item(const Item& item, int64_t n) {
+  if (n <= 0) return;
+  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65536);
+  HarnessKernel<Item><<<static_cast<int>(blocks), 256>>>(item, n);
+  check_launch(cudaGetLastError(), "harness helper kernel");
+}
+#endif
+
+// Deterministic inputs for timing cases: uniform in [-1, 1), a counter-based hash (splitmix64) of (seed, i),
+// the seed from the input's name; generated where the buffer lives (no large host loops or copies).
+template <typename T>
+struct FillItem {
+  T* d;
+  uint64_t seed;
+  AFGAN_HD void operator()(int64_t i) const {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(i + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    d[i] = static_cast<T>(static_cast<float>(static_cast<double>(z >> 40) * (1.0 / 8388608.0) - 1.0));
+  }
+};
+
 template <typename T>
 void generate(Buf<T>& b, const std::vector<int64_t>& shape, const std::string& name) {
   b.alloc(shape);
   uint64_t s = 1469598103934665603ull;
   for (char c : name) s = (s ^ static_cast<uint8_t>(c)) * 1099511628211ull;
-  for (auto& v : b.h) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    v = static_cast<T>(static_cast<float>((s >> 40) * (1.0 / 8388608.0) - 1.0));
+  for_each_item(FillItem<T>{b.d, s}, b.size());
+}
+
+// Statistics of an output a (and its difference to b), computed where the data lives:
+// u[0] = bits of max |a| over finite values, u[1] = non-finite count, u[2] = bits of max |a - b|, u[3] = NaN
+// differences (non-negative float bits order like the floats).
+template <typename T>
+struct StatItem {
+  const T* a;
+  const T* b;
+  unsigned* u;
+  AFGAN_HD static unsigned bits(float f) {
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(f);
+#else
+    unsigned v;
+    std::memcpy(&v, &f, 4);
+    return v;
+#endif
   }
-  b.upload();
+  AFGAN_HD static void amax(unsigned* p, unsigned v) {
+#if defined(__CUDA_ARCH__)
+    atomicMax(p, v);
+#else
+    if (v > *p) *p = v;
+#endif
+  }
+  AFGAN_HD static void inc(unsigned* p) {
+#if defined(__CUDA_ARCH__)
+    atomicAdd(p, 1u);
+#else
+    ++*p;
+#endif
+  }
+  AFGAN_HD void operator()(int64_t i) const {
+    const float v = to_f(a[i]);
+    if (!(fabsf(v) <= 3.402823466e38f)) inc(u + 1);  // inf or NaN
+    else amax(u, bits(fabsf(v)));
+    if (b) {
+      const float d = fabsf(v - to_f(b[i]));
+      if (d != d) inc(u + 3);
+      else amax(u + 2, bits(d));
+    }
+  }
+};
+
+struct Stats {
+  double maxabs = 0, maxdiff = 0;
+  bool finite = true, diff_ok = true;
+};
+
+template <typename T>
+Stats stats(const Buf<T>& a, const Buf<T>* b) {
+  Buf<unsigned> u;
+  u.alloc({4});
+  for_each_item(StatItem<T>{a.d, b ? b->d : nullptr, u.d}, a.size());
+  u.download();
+  Stats s;
+  float f;
+  std::memcpy(&f, &u.h[0], 4);
+  s.maxabs = f;
+  s.finite = u.h[1] == 0;
+  std::memcpy(&f, &u.h[2], 4);
+  s.maxdiff = f;
+  s.diff_ok = u.h[3] == 0;
+  return s;
 }
 
 template <typename T>
@@ -375,29 +473,20 @@ struct Out {
   bool write;
   template <typename T>
   void operator()(Buf<T>& b, const std::string& name) {
+    const Stats s = stats(b, static_cast<const Buf<T>*>(nullptr));
+    r.stat(name + "_maxabs", s.maxabs);
+    r.stat(name + "_finite", s.finite ? 1 : 0);
+    if (!write) return;
     b.download();
-    double mx = 0;
-    bool finite = true;
-    for (const T& v : b.h) {
-      const float f = to_f(v);
-      if (!std::isfinite(f)) finite = false;
-      else mx = std::max(mx, static_cast<double>(std::fabs(f)));
-    }
-    r.stat(name + "_maxabs", mx);
-    r.stat(name + "_finite", finite ? 1 : 0);
-    if (write) write_npy(out_dir + "/" + name + ".npy", descr_of<T>(), b.shape, b.h.data(), b.h.size() * sizeof(T));
+    write_npy(out_dir + "/" + name + ".npy", descr_of<T>(), b.shape, b.h.data(), b.h.size() * sizeof(T));
   }
 };
 
 template <typename T>
 double max_diff(const Buf<T>& a, const Buf<T>& b) {
-  if (a.h.size() != b.h.size()) return INFINITY;
-  double m = 0;
-  for (size_t k = 0; k < a.h.size(); ++k) {
-    const double d = std::fabs(static_cast<double>(to_f(a.h[k])) - to_f(b.h[k]));
-    if (!(d <= m)) m = std::isnan(d) ? INFINITY : d;
-  }
-  return m;
+  if (a.size() != b.size()) return INFINITY;
+  const Stats s = stats(a, &b);
+  return s.diff_ok ? s.maxdiff : INFINITY;
 }
 
 std::vector<int64_t> nhwc(int N, int H, int W, int C) { return {N, H, W, C}; }
@@ -588,7 +677,10 @@ void run_filtered_lrelu(const Case& c, Out& out, Result& r, int repeat, const st
     out(*y, "y_" + path);
     out(*dx, "dx_" + path);
     out(*ju, "ju_" + path);
-    out(code, "code_" + path);
+    if (out.write) {
+      code.download();
+      write_npy(out_dir + "/code_" + path + ".npy", "|u1", code.shape, code.h.data(), code.h.size());
+    }
     ys[path] = y; dxs[path] = dx; jus[path] = ju;
   }
   if (ys.count("tiled") && ys.count("generic")) {
@@ -596,7 +688,6 @@ void run_filtered_lrelu(const Case& c, Out& out, Result& r, int repeat, const st
     r.stat("paths_maxdiff_dx", max_diff(*dxs["tiled"], *dxs["generic"]));
     r.stat("paths_maxdiff_ju", max_diff(*jus["tiled"], *jus["generic"]));
   }
-  (void)out_dir;
 }
 
 std::string json_escape(const std::string& s) {
@@ -609,8 +700,14 @@ std::string json_escape(const std::string& s) {
   return o;
 }
 
+// Which cases run: timing cases are those with generated inputs ("gen_<name>": shape).
+struct Select {
+  std::string timing = "all";   // all | skip | only
+  int64_t max_gen_elems = -1;   // skip timing cases with a larger generated input (-1: no limit)
+};
+
 bool run_case(const std::string& cases_dir, const std::string& name, const std::string& out_root, int repeat_override,
-              bool skip_timing) {
+              const Select& sel) {
   Case c;
   c.name = name;
   c.dir = cases_dir + "/" + name;
@@ -626,8 +723,17 @@ bool run_case(const std::string& cases_dir, const std::string& name, const std::
     ss << f.rdbuf();
     c.j = parse_json(ss.str(), c.dir + "/case.json");
     bool generated = false;
-    for (const auto& kv : c.j) generated |= kv.first.rfind("gen_", 0) == 0;
-    if (skip_timing && generated) throw Skip();
+    int64_t gen_max = 0;
+    for (const auto& kv : c.j) {
+      if (kv.first.rfind("gen_", 0) != 0) continue;
+      generated = true;
+      double n = 1;
+      for (double d : kv.second.arr) n *= d;
+      gen_max = std::max(gen_max, static_cast<int64_t>(n));
+    }
+    if ((sel.timing == "skip" && generated) || (sel.timing == "only" && !generated) ||
+        (generated && sel.max_gen_elems >= 0 && gen_max > sel.max_gen_elems))
+      throw Skip();
     const int repeat = repeat_override >= 0 ? repeat_override : c.i("repeat", 3);
     Out out{c, out_dir, r, c.i("write_outputs", 1) != 0};
     const std::string op = c.s("op"), dt = c.s("dtype", "float32");
@@ -648,6 +754,8 @@ bool run_case(const std::string& cases_dir, const std::string& name, const std::
 #endif
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  struct stat st;
+  if (status == "skipped" && stat((out_dir + "/result.json").c_str(), &st) == 0) return true;  // keep a real result
   std::ofstream o(out_dir + "/result.json");
   o << "{\"case\": \"" << json_escape(name) << "\", \"status\": \"" << status << "\", \"error\": \""
     << json_escape(error) << "\", \"wall_s\": " << wall << ", \"time_ms\": {" << r.times.str() << "}, \"stats\": {"
@@ -661,19 +769,24 @@ bool run_case(const std::string& cases_dir, const std::string& name, const std::
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s CASES_DIR OUT_DIR [--case NAME]... [--repeat N] [--skip-timing]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s CASES_DIR OUT_DIR [--case NAME]... [--repeat N] [--timing all|skip|only] [--max-gen-elems N]\n", argv[0]);
     return 2;
   }
   const std::string cases = argv[1], out = argv[2];
   std::vector<std::string> only;
   int repeat = -1;
-  bool skip_timing = false;
+  Select sel;
   for (int k = 3; k < argc; ++k) {
     const std::string a = argv[k];
     if (a == "--case" && k + 1 < argc) only.push_back(argv[++k]);
     else if (a == "--repeat" && k + 1 < argc) repeat = std::atoi(argv[++k]);
-    else if (a == "--skip-timing") skip_timing = true;
+    else if (a == "--timing" && k + 1 < argc) sel.timing = argv[++k];
+    else if (a == "--max-gen-elems" && k + 1 < argc) sel.max_gen_elems = std::atoll(argv[++k]);
     else { std::fprintf(stderr, "harness: unknown argument %s\n", a.c_str()); return 2; }
+  }
+  if (sel.timing != "all" && sel.timing != "skip" && sel.timing != "only") {
+    std::fprintf(stderr, "harness: --timing must be all, skip or only\n");
+    return 2;
   }
   mkdir(out.c_str(), 0755);
   std::vector<std::string> names = only;
@@ -694,7 +807,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
 #endif
   int failed = 0;
-  for (const auto& n : names) failed += run_case(cases, n, out, repeat, skip_timing) ? 0 : 1;
+  for (const auto& n : names) failed += run_case(cases, n, out, repeat, sel) ? 0 : 1;
   std::printf("%zu cases, %d failed to run\n", names.size(), failed);
   return failed ? 1 : 0;
 }

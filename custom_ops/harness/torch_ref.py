@@ -124,6 +124,8 @@ def main(argv=None):
         if a.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("torch has no CUDA device")
         res["device"] = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu"
+        if not a.device.startswith("cuda"):
+            torch.set_num_threads(1)  # small cases: threads only contend
         names = sorted(d for d in os.listdir(a.cases) if os.path.exists(os.path.join(a.cases, d, "case.json")))
         done = bad = 0
         for n in names:
