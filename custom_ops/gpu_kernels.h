@@ -119,17 +119,47 @@ struct DevFilter {
   }
 };
 
-// f: the filter's data; rank 1 (d0 taps) or 2 ([d0, d1]).
+// f: the filter's data; rank 1 (d0 taps) or 2 ([d0, d1]) -- the same reading as the tile engine's filter_ref.
 inline DevFilter make_dev_filter(const float* f, int rank, int d0, int d1, bool flip, float scale) {
+  const tile::FilterRef r = tile::filter_ref(f, rank, d0, d1, flip, 1.f, 1.f);
   DevFilter d;
-  d.f = f;
-  d.sep = rank == 1;
-  d.h = d0;
-  d.w = rank == 1 ? d0 : d1;
-  d.flip = flip;
+  d.f = r.f;
+  d.sep = r.sep;
+  d.h = r.h;
+  d.w = r.w;
+  d.flip = r.flip;
   d.scale = scale;
   return d;
 }
+
+// ------------------------------------------------------------------------------------------------ item loops
+// for_each_item(item, stream): runs item(i) for i in [0, item.items()) -- a grid-stride CUDA kernel (256
+// threads per block), or a host loop in the host build. Every element-wise kernel of the library and the
+// harness's helpers go through it.
+#if defined(AFGAN_HOST_KERNELS)
+template <typename Item>
+afgan_error_t for_each_item(const Item& item, afgan_stream_t) {
+  const int64_t total = item.items();
+  for (int64_t i = 0; i < total; ++i) item(i);
+  return 0;
+}
+#elif defined(__CUDACC__)
+template <typename Item>
+__global__ void ForEachItemKernel(Item item, int64_t total) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+    item(i);
+}
+template <typename Item>
+afgan_error_t for_each_item(const Item& item, afgan_stream_t stream) {
+  const int64_t total = item.items();
+  if (total <= 0) return cudaSuccess;
+  const int64_t want = (total + 255) / 256;
+  const int blocks = static_cast<int>(want < (int64_t{1} << 30) ? want : (int64_t{1} << 30));
+  ForEachItemKernel<Item><<<blocks, 256, 0, stream>>>(item, total);
+  return cudaGetLastError();
+}
+#endif
 
 // ------------------------------------------------------------------------------------------------ upfirdn2d
 // y [N, OH, OW, C] = upfirdn2d(x [N, H, W, C]); one item per output element, polyphase loop over the taps.

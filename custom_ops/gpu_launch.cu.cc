@@ -3,8 +3,8 @@
 // harness (custom_ops/harness/), and by g++ with -DAFGAN_HOST_KERNELS into the harness's CPU build, where
 // each launch runs the same item / phase functions in host loops.
 //
-// Kernels: one grid-stride kernel template runs any item functor (upfirdn2d, bias_act forward / backward,
-// the generic filtered_lrelu kernels A and B); the fused tiled filtered_lrelu runs the phases of
+// Kernels: gpu_kernels.h's grid-stride for_each_item runs the item functors (upfirdn2d, bias_act forward /
+// backward, the generic filtered_lrelu kernels A and B); the fused tiled filtered_lrelu runs the phases of
 // filtered_lrelu_tile.h with a barrier between them (one block per tile x channel block x sample).
 #include <algorithm>
 #include <cmath>
@@ -17,25 +17,6 @@ namespace afgan {
 
 #if !defined(AFGAN_HOST_KERNELS)
 namespace {
-
-constexpr int kThreads = 256;
-
-template <typename Item>
-__global__ void ForEachKernel(Item item, int64_t total) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-    item(i);
-}
-
-template <typename Item>
-cudaError_t ForEach(const Item& item, cudaStream_t stream) {
-  const int64_t total = item.items();
-  if (total <= 0) return cudaSuccess;
-  const int64_t want = (total + kThreads - 1) / kThreads;
-  const int blocks = static_cast<int>(want < (int64_t{1} << 30) ? want : (int64_t{1} << 30));
-  ForEachKernel<Item><<<blocks, kThreads, 0, stream>>>(item, total);
-  return cudaGetLastError();
-}
 
 template <typename T>
 __global__ void __launch_bounds__(kTileThreads) FlreluTileKernel(tile::Params p, tile::IO<T> io, int64_t nblocks) {
@@ -69,17 +50,7 @@ afgan_error_t launch_flrelu_tiled(const tile::Params& p, const tile::IO<T>& io, 
   return cudaGetLastError();
 }
 
-#else  // AFGAN_HOST_KERNELS: the same items and phases in host loops.
-namespace {
-
-template <typename Item>
-int ForEach(const Item& item, afgan_stream_t) {
-  const int64_t total = item.items();
-  for (int64_t i = 0; i < total; ++i) item(i);
-  return 0;
-}
-
-}  // namespace
+#else  // AFGAN_HOST_KERNELS: the same phases in host loops.
 
 // Like the emulator op (filtered_lrelu_emu_op.cc): every block, every phase as a loop over the thread
 // indices, shared memory = a host buffer filled with NaN (a phase reading unwritten shared memory yields
@@ -103,17 +74,17 @@ afgan_error_t launch_flrelu_tiled(const tile::Params& p, const tile::IO<T>& io, 
 
 template <typename T>
 afgan_error_t launch_upfirdn2d(const Upfirdn2dArgs<T>& a, afgan_stream_t stream) {
-  return ForEach(a, stream);
+  return for_each_item(a, stream);
 }
 
 template <typename T>
 afgan_error_t launch_bias_act(const BiasActArgs<T>& a, afgan_stream_t stream) {
-  return ForEach(a, stream);
+  return for_each_item(a, stream);
 }
 
 template <typename T>
 afgan_error_t launch_bias_act_grad(const BiasActGradArgs<T>& a, afgan_stream_t stream) {
-  return ForEach(a, stream);
+  return for_each_item(a, stream);
 }
 
 template <typename T>
@@ -128,7 +99,7 @@ afgan_error_t launch_flrelu_generic(const FlGeneric& k, const T* src, const T* b
   A.fa = k.fa;
   A.g = k.g;
   A.mode = k.mode;
-  afgan_error_t e = ForEach(A, stream);
+  afgan_error_t e = for_each_item(A, stream);
   if (e != afgan_error_t()) return e;
   FlLowArgs<T> B;
   B.hi = hi;
@@ -136,7 +107,7 @@ afgan_error_t launch_flrelu_generic(const FlGeneric& k, const T* src, const T* b
   B.fb = k.fb;
   B.g = k.g;
   B.mode = k.mode;
-  return ForEach(B, stream);
+  return for_each_item(B, stream);
 }
 
 #define AFGAN_INSTANTIATE(T)                                                                                     \

@@ -290,29 +290,12 @@ template <>
 const char* descr_of<half_t>() { return "<f2"; }
 
 // ------------------------------------------------------------------------------------------------ device helpers
-// The harness's own element loops (input generation, output statistics): a grid-stride kernel on the GPU,
-// a plain loop in the host build (the same pattern as gpu_launch.cu.cc's, kept here so that the harness
-// needs nothing from the library beyond its launch functions).
-#if defined(AFGAN_HOST_KERNELS)
+// The harness's own element loops (input generation, output statistics) run through gpu_kernels.h's
+// for_each_item, where the buffers live.
 template <typename Item>
-void for_each_item(const Item& item, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) item(i);
+void run_items(const Item& item) {
+  check_launch(afgan::for_each_item(item, nullptr), "harness helper kernel");
 }
-#else
-template <typename Item>
-__global__ void HarnessKernel(Item item, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-    item(i);
-}
-template <typename Item>
-void for_each_item(const Item& item, int64_t n) {
-  if (n <= 0) return;
-  const int64_t blocks = std::min<int64_t>((n + 255) / 256, 65536);
-  HarnessKernel<Item><<<static_cast<int>(blocks), 256>>>(item, n);
-  check_launch(cudaGetLastError(), "harness helper kernel");
-}
-#endif
 
 // Deterministic inputs for timing cases: uniform in [-1, 1), a counter-based hash (splitmix64) of (seed, i),
 // the seed from the input's name; generated where the buffer lives (no large host loops or copies).
@@ -320,6 +303,8 @@ template <typename T>
 struct FillItem {
   T* d;
   uint64_t seed;
+  int64_t n;
+  int64_t items() const { return n; }
   AFGAN_HD void operator()(int64_t i) const {
     uint64_t z = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(i + 1);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -334,7 +319,7 @@ void generate(Buf<T>& b, const std::vector<int64_t>& shape, const std::string& n
   b.alloc(shape);
   uint64_t s = 1469598103934665603ull;
   for (char c : name) s = (s ^ static_cast<uint8_t>(c)) * 1099511628211ull;
-  for_each_item(FillItem<T>{b.d, s}, b.size());
+  run_items(FillItem<T>{b.d, s, b.size()});
 }
 
 // Statistics of an output a (and its difference to b), computed where the data lives:
@@ -345,6 +330,8 @@ struct StatItem {
   const T* a;
   const T* b;
   unsigned* u;
+  int64_t n;
+  int64_t items() const { return n; }
   AFGAN_HD static unsigned bits(float f) {
 #if defined(__CUDA_ARCH__)
     return __float_as_uint(f);
@@ -389,7 +376,7 @@ template <typename T>
 Stats stats(const Buf<T>& a, const Buf<T>* b) {
   Buf<unsigned> u;
   u.alloc({4});
-  for_each_item(StatItem<T>{a.d, b ? b->d : nullptr, u.d}, a.size());
+  run_items(StatItem<T>{a.d, b ? b->d : nullptr, u.d, a.size()});
   u.download();
   Stats s;
   float f;
