@@ -327,12 +327,14 @@ def build(out, small):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="output directory (replaced)")
+    ap.add_argument("--out", required=True, help="output directory (an earlier case directory there is replaced)")
     ap.add_argument("--small", action="store_true", help="the CI subset (no timing cases)")
     ap.add_argument("--max-mib", type=float, default=25.0, help="size limit of all cases together")
     a = ap.parse_args(argv)
     if os.path.exists(a.out) and not os.path.isdir(a.out):
         sys.exit(f"make_gpu_cases: --out {a.out} exists and is not a directory")
+    if os.path.isdir(a.out) and any(not os.path.exists(os.path.join(a.out, d, "case.json")) for d in os.listdir(a.out)):
+        sys.exit(f"make_gpu_cases: --out {a.out} holds other files than cases; refusing to replace it")
     tmp = a.out.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
