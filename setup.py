@@ -7,7 +7,9 @@ build step warns and the pure-Python package is installed; every op then runs it
 
 Environment knobs: AFGAN_TF_BUILD_OPS=0 skips the op library; AFGAN_TF_CUDA=0 skips the CUDA kernels
 (=1 makes a CUDA failure fatal); AFGAN_TF_OPS_MARCH (default "native") sets -march; NVCC sets the nvcc path;
-AFGAN_TF_CUDA_ARCHS (default "80,90") the GPU architectures.
+AFGAN_TF_CUDA_ARCHS the GPU architectures (default: SASS for 70,75,80,86,89,90 with a
+CUDA 12 nvcc, 75,80,86,89,90 with CUDA 13, PTX for the newest); the CUDA version and architectures are recorded in
+the library (afgan_tf.ops._selfcheck.cuda_build_info). An nvcc of TensorFlow's CUDA major version is preferred.
 """
 import glob
 import hashlib
@@ -45,13 +47,58 @@ def ops_source_hash():
     return h.hexdigest()
 
 
-def find_nvcc():
+def _nvcc_version(nvcc):
+    """(major, minor) of an nvcc, or None."""
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except Exception:
+        return None
+    import re
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def find_nvcc(tf_cuda_major=None):
+    """The nvcc to build the CUDA kernels with: $NVCC if set; else, among the nvcc on PATH and in
+    /usr/local/cuda*/bin, one of TensorFlow's CUDA major version (so the kernels run with the drivers that run
+    TF), else the first found (its CUDA version is recorded in the build info; the loader's self-check warns
+    and falls back to the reference ops when the driver is too old for it)."""
     if os.environ.get("AFGAN_TF_CUDA", "") == "0":
         return None
-    for cand in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc"):
-        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return None
+    if os.environ.get("NVCC"):
+        return os.environ["NVCC"] if os.access(os.environ["NVCC"], os.X_OK) else None
+    cands = [shutil.which("nvcc")] + sorted(glob.glob("/usr/local/cuda*/bin/nvcc"), reverse=True) + ["/usr/local/bin/nvcc"]
+    found = []
+    for cand in cands:
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK) and os.path.realpath(cand) not in found:
+            found.append(os.path.realpath(cand))
+    if not found:
+        return None
+    if tf_cuda_major is not None:
+        for cand in found:
+            v = _nvcc_version(cand)
+            if v and v[0] == tf_cuda_major:
+                return cand
+        v = _nvcc_version(found[0])
+        _warn(f"no nvcc of TensorFlow's CUDA major version {tf_cuda_major} found; building the CUDA kernels with "
+              f"{found[0]} (CUDA {v[0]}.{v[1] if v else '?'}): they need a driver for CUDA {v[0] if v else '?'} "
+              "(older drivers: the ops fall back to the reference with a warning). Set NVCC to a CUDA "
+              f"{tf_cuda_major} nvcc to build for the drivers TensorFlow supports.")
+    return found[0]
+
+
+# Default GPU architectures per CUDA major version: SASS for each, plus PTX of the newest (JIT-compiled by the
+# driver for newer GPUs). CUDA 13 dropped sm_70.
+DEFAULT_CUDA_ARCHS = {12: "70,75,80,86,89,90", 13: "75,80,86,89,90"}
+
+
+def cuda_gencode(archs):
+    """-gencode flags: SASS for every arch in `archs` (list of ints) and PTX for the newest."""
+    flags = []
+    for a in archs:
+        flags += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    flags += ["-gencode", f"arch=compute_{max(archs)},code=compute_{max(archs)}"]
+    return flags
 
 
 class BuildOps(build_ext):
@@ -98,7 +145,8 @@ class BuildOps(build_ext):
             extra.append(f"-march={march}")
         ext.extra_compile_args = cflags + extra
         ext.extra_link_args = lflags + ["-Wl,--no-undefined"]
-        nvcc = find_nvcc()
+        tf_cuda = tf.sysconfig.get_build_info().get("cuda_version") or ""
+        nvcc = find_nvcc(int(tf_cuda.split(".")[0]) if tf_cuda[:1].isdigit() else None)
         if nvcc:
             try:
                 objs = self._build_cuda(nvcc, cflags)
@@ -118,13 +166,19 @@ class BuildOps(build_ext):
         os.makedirs(out_dir, exist_ok=True)
         inc = [f for f in cflags if f.startswith("-I")]
         defs = [f for f in cflags if f.startswith("-D")]
-        archs = os.environ.get("AFGAN_TF_CUDA_ARCHS", "80,90").split(",")
-        gencode = sum((["-gencode", f"arch=compute_{a.strip()},code=sm_{a.strip()}"] for a in archs if a.strip()), [])
+        ver = _nvcc_version(nvcc) or (0, 0)
+        archs = os.environ.get("AFGAN_TF_CUDA_ARCHS", DEFAULT_CUDA_ARCHS.get(ver[0], "80,90"))
+        archs = sorted({int(a) for a in archs.split(",") if a.strip()})
+        gencode = cuda_gencode(archs)
+        # Recorded in the library (symbol afgan_cuda_build_info, read by afgan_tf.ops._selfcheck).
+        info = f"cuda={ver[0]}.{ver[1]};sass={','.join(map(str, archs))};ptx={max(archs)}"
+        print(f"afgan-tf: CUDA kernels with {nvcc} (CUDA {ver[0]}.{ver[1]}), SASS {archs}, PTX {max(archs)}")
         objs = []
         for src in srcs:
             obj = os.path.join(out_dir, os.path.basename(src).replace(".cu.cc", ".cu.o"))
             cmd = [nvcc, "-c", "-std=c++17", "-x", "cu", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
-                   "-DNDEBUG", "-DGOOGLE_CUDA=1", "-O3", "-w"] + defs + inc + ["-I", OPS_DIR] + gencode + [src, "-o", obj]
+                   "-DNDEBUG", "-DGOOGLE_CUDA=1", "-O3", "-w", f'-DAFGAN_CUDA_BUILD_INFO="{info}"'] + defs + inc + \
+                  ["-I", OPS_DIR] + gencode + [src, "-o", obj]
             print(" ".join(cmd))
             subprocess.run(cmd, check=True)
             objs.append(obj)

@@ -1,4 +1,6 @@
-// Fused, tiled CUDA filtered_lrelu (spec 1.5): one thread block per (sample, channel block, output tile);
+// TensorFlow OpKernels of the fused, tiled CUDA filtered_lrelu (spec 1.5); the kernel itself (FlreluTileKernel,
+// launch_flrelu_tiled) is in gpu_launch.cu.cc, free of TensorFlow. One thread block per (sample, channel
+// block, output tile);
 // bias, upsampling, gain/lrelu/clamp + 2-bit code (or the code mask in the gradient) and downsampling all in
 // shared memory; only the output tile and the code bytes touch global memory. The algorithm lives in
 // filtered_lrelu_tile.h as phase functions shared with the CPU emulator (filtered_lrelu_emu_op.cc), which
@@ -15,6 +17,7 @@
 #include <memory>
 
 #include "filtered_lrelu_tile.h"
+#include "gpu_glue.h"
 #include "op_attrs.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/register_types.h"
@@ -33,7 +36,7 @@ using afgan::tile::FilterRef;
 using afgan::tile::Params;
 using afgan_ops::ReadFilterRef;
 
-constexpr int kTileThreads = 256;
+using afgan::kTileThreads;
 
 // Shared-memory budget per block for the tile planner: 48 kB (no opt-in needed on any architecture), or
 // AFGAN_TF_FLRELU_GPU_SMEM_KB kB (larger tiles, less halo recomputation; capped at the device's opt-in
@@ -52,38 +55,21 @@ int64_t SmemBudget() {
   return requested < optin ? requested : optin;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kTileThreads) FlreluTileKernel(Params p, afgan::tile::IO<T> io, int64_t nblocks) {
-  extern __shared__ float afgan_flrelu_smem[];
-  const int64_t blk = blockIdx.x + static_cast<int64_t>(blockIdx.y) * gridDim.x;
-  if (blk >= nblocks) return;  // uniform over the block
-  for (int phase = 0; phase < afgan::tile::kNumPhases; ++phase) {
-    afgan::tile::run_phase<T>(phase, p, blk, threadIdx.x, afgan_flrelu_smem, io);
-    __syncthreads();
-  }
-}
+using afgan_gpu::Dev;
 
 template <typename T>
 Status Launch(OpKernelContext* ctx, const Params& p, const afgan::tile::IO<T>& io) {
-  const int64_t nblocks = p.num_blocks();
-  if (nblocks == 0) return OkStatus();
-  const int64_t gx = nblocks < 65536 ? nblocks : 65536;
-  const int64_t gy = (nblocks + gx - 1) / gx;
-  if (gy > 65535) return errors::InvalidArgument("filtered_lrelu: too many tiles (", nblocks, ")");
-  auto stream = ctx->eigen_device<GPUDevice>().stream();
-  const size_t smem_bytes = static_cast<size_t>(p.smem_floats) * sizeof(float);
-  if (smem_bytes > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(FlreluTileKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem_bytes));
-    if (e != cudaSuccess)
-      return errors::Internal("filtered_lrelu: cannot opt in to ", smem_bytes, " bytes of shared memory: ",
-                              cudaGetErrorString(e), " (lower AFGAN_TF_FLRELU_GPU_SMEM_KB)");
-  }
-  FlreluTileKernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), p.nthreads,
-                        smem_bytes, stream>>>(p, io, nblocks);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    return errors::Internal("filtered_lrelu: tiled kernel launch failed: ", cudaGetErrorString(err));
+  afgan::tile::IO<typename Dev<T>::type> d;
+  d.src = reinterpret_cast<const typename Dev<T>::type*>(io.src);
+  d.bias = reinterpret_cast<const typename Dev<T>::type*>(io.bias);
+  d.out = reinterpret_cast<typename Dev<T>::type*>(io.out);
+  d.code_w = io.code_w;
+  d.code_r = io.code_r;
+  const cudaError_t e = afgan::launch_flrelu_tiled(p, d, ctx->eigen_device<GPUDevice>().stream());
+  if (e != cudaSuccess)
+    return errors::Internal("filtered_lrelu: tiled kernel launch failed (", p.num_blocks(), " blocks, ",
+                            static_cast<int64_t>(p.smem_floats) * 4, " bytes of shared memory): ", cudaGetErrorString(e),
+                            p.smem_floats * 4 > 48 * 1024 ? " (lower AFGAN_TF_FLRELU_GPU_SMEM_KB)" : "");
   return OkStatus();
 }
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from . import _common
+from . import _common, _selfcheck
 from .bias_act import bias_act
 from .upfirdn2d import _filter_tensor, _prepare_x, upfirdn2d
 
@@ -89,7 +89,8 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
     """
     x, fu, fd, b, canon = _parse_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     upx, upy, downx, downy, px0, px1, py0, py1, gain, slope, clamp, flip_filter = canon
-    if _common.resolve_impl(impl, "filtered_lrelu") == "custom":
+    if _common.resolve_impl(impl, "filtered_lrelu") == "custom" and _selfcheck.passes("filtered_lrelu", x, fu, fd, b,
+                                                                                      *canon):
         from . import _custom_ops
         return _custom_ops.filtered_lrelu(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1, gain, slope,
                                           clamp, flip_filter)

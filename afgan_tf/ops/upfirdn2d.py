@@ -25,7 +25,7 @@ and the result is cast back** to the input dtype (accuracy of an fp32 accumulato
 import numpy as np
 import tensorflow as tf
 
-from . import _common
+from . import _common, _selfcheck
 
 _LOW_PRECISION = (tf.float16, tf.bfloat16)
 
@@ -275,7 +275,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="au
         _out_size(int(x.shape[1]), upy, py0, py1, fh, downy, "y (height)")
     if x.shape[2] is not None:
         _out_size(int(x.shape[2]), upx, px0, px1, fw, downx, "x (width)")
-    if _common.resolve_impl(impl, "upfirdn2d") == "custom":
+    if _common.resolve_impl(impl, "upfirdn2d") == "custom" and _selfcheck.passes(
+            "upfirdn2d", x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain):
         from . import _custom_ops
         return _custom_ops.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain)
     return _upfirdn2d_ref(x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain)
