@@ -150,6 +150,11 @@ class MinibatchStdLayer(keras.layers.Layer):
         self.group_size = None if group_size is None else int(group_size)
         self.num_channels = int(num_channels)
 
+    def build(self, input_shape=None):  # no variables
+        if input_shape is not None and input_shape[-1] is not None and int(input_shape[-1]) % self.num_channels:
+            raise ValueError(f"{self.name}: channels {input_shape[-1]} not divisible by num_channels "
+                             f"{self.num_channels}")
+
     def call(self, x):
         shape = tf.shape(x)
         n, h, w = shape[0], shape[1], shape[2]
