@@ -6,7 +6,8 @@
    non-trainable counts and the variables' names (last path component, in order) are as expected;
 3. the call gives the expected NHWC (or [N, ...]) output shape, float32;
 4. config round trip: ``get_config`` is JSON-serialisable and ``from_config(get_config())`` gives the same config;
-   with the weights copied over, the outputs are identical;
+   built under the same random seed it starts with the same variables (so the config holds everything that
+   determines the initial state), and with the weights copied over the outputs are identical;
 5. serialisation: ``serialize_keras_object`` / ``deserialize_keras_object`` rebuilds the same class and config;
 6. ``.keras`` files (networks, i.e. ``keras.Model`` s): ``model.save`` + ``keras.saving.load_model`` give
    identical outputs;
@@ -58,6 +59,18 @@ def _first(out):
     return out
 
 
+SEED = 7
+
+
+def make_built(make):
+    """``make()`` under ``SEED``, built."""
+    keras.utils.set_random_seed(SEED)
+    layer = make()
+    if not layer.built:
+        layer.build()
+    return layer
+
+
 def copy_weights(src, dst):
     """Copies every variable of ``src`` into ``dst`` (same architecture: same order and shapes)."""
     sv, dv = src.weights, dst.weights
@@ -71,7 +84,7 @@ def run_layer_test(make, call, expected_output_shape, expected_trainable, expect
     """Runs the shared Keras checks on ``make()`` (a fresh layer / network) called as ``call(layer)``.
 
     Args:
-      make: builds a fresh instance (seeded inside if the test needs reproducible weights).
+      make: builds a fresh instance (called after ``keras.utils.set_random_seed(SEED)``).
       call: ``layer -> output`` (a tensor, or a tuple whose first tensor is checked for shape / dtype).
       expected_output_shape: shape of that tensor. expected_trainable / expected_non_trainable: variable counts.
       expected_names: the variables' short names in ``layer.weights`` order (None = not checked).
@@ -80,6 +93,7 @@ def run_layer_test(make, call, expected_output_shape, expected_trainable, expect
       tmp_path: a folder for the ``.keras`` round trip (networks only).
     Returns the layer (built).
     """
+    keras.utils.set_random_seed(SEED)
     layer = make()
     cls = type(layer)
     assert keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is cls, \
@@ -105,10 +119,14 @@ def run_layer_test(make, call, expected_output_shape, expected_trainable, expect
     # config round trip + identical outputs with the same weights
     cfg = layer.get_config()
     cfg_json = json.loads(json.dumps(cfg))
+    keras.utils.set_random_seed(SEED)
     clone = cls.from_config(cfg_json)
     assert clone.get_config() == cfg, (clone.get_config(), cfg)
     if not clone.built:
         clone.build()
+    fresh = make_built(make)
+    _assert_same([np.asarray(v) for v in clone.weights], [np.asarray(v) for v in fresh.weights],
+                 f"{cls.__name__} from_config: initial variables")
     copy_weights(layer, clone)
     _assert_same(_np(call(clone)), ref, f"{cls.__name__} from_config")
 

@@ -28,29 +28,22 @@ def _rand(*shape, seed=0):
     return np.random.RandomState(seed).randn(*shape).astype(np.float32)
 
 
-def _seeded(fn):
-    def make():
-        keras.utils.set_random_seed(7)
-        return fn()
-    return make
-
-
 # ---------------------------------------------------------------------------------------------- StyleGAN3 G parts
 
 def test_fully_connected_layer():
-    run_layer_test(_seeded(lambda: FullyConnectedLayer(6, 4, activation="lrelu", bias_init=0.5)),
+    run_layer_test((lambda: FullyConnectedLayer(6, 4, activation="lrelu", bias_init=0.5)),
                    lambda l: l(_rand(3, 6)), (3, 4), 2, 0, ["weight", "bias"])
 
 
 def test_mapping_network():
     z, c = _rand(3, 8), np.eye(3, dtype=np.float32)
-    run_layer_test(_seeded(lambda: MappingNetwork(z_dim=8, c_dim=3, w_dim=8, num_ws=5, num_layers=2)),
+    run_layer_test((lambda: MappingNetwork(z_dim=8, c_dim=3, w_dim=8, num_ws=5, num_layers=2)),
                    lambda l: l(z, c, truncation_psi=0.7), (3, 5, 8), 6, 1,
                    ["w_avg"] + ["weight", "bias"] * 3)
 
 
 def test_synthesis_input():
-    run_layer_test(_seeded(lambda: SynthesisInput(w_dim=8, channels=6, size=12, sampling_rate=8, bandwidth=2)),
+    run_layer_test((lambda: SynthesisInput(w_dim=8, channels=6, size=12, sampling_rate=8, bandwidth=2)),
                    lambda l: l(_rand(2, 8)), (2, 12, 12, 6), 3, 3,
                    ["weight", "transform", "freqs", "phases", "weight", "bias"])
 
@@ -67,21 +60,21 @@ def test_synthesis_layer(index):
               in_sampling_rate=L.in_sampling_rate, out_sampling_rate=L.out_sampling_rate, in_cutoff=L.in_cutoff,
               out_cutoff=L.out_cutoff, in_half_width=L.in_half_width, out_half_width=L.out_half_width, name=L.name)
     x, w = _rand(2, L.in_size, L.in_size, L.in_channels), _rand(2, 8, seed=1)
-    run_layer_test(_seeded(lambda: SynthesisLayer(**kw)), lambda l: l(x, w),
+    run_layer_test((lambda: SynthesisLayer(**kw)), lambda l: l(x, w),
                    (2, L.out_size, L.out_size, L.out_channels), 4, 1,
                    ["weight", "bias", "magnitude_ema", "weight", "bias"], fp16_dtype=tf.float16, fp16_tol=FP16_TOL)
 
 
 def test_synthesis_network():
     ws = _rand(2, 16, 8)
-    run_layer_test(_seeded(lambda: SynthesisNetwork(w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
+    run_layer_test((lambda: SynthesisNetwork(w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
                                                     channel_max=8)),
                    lambda l: l(ws), (2, 16, 16, 3), 3 + 15 * 4, 3 + 15, fp16_dtype=tf.float32, fp16_tol=FP16_TOL)
 
 
 def test_generator(tmp_path):
     z = _rand(2, 8)
-    G = run_layer_test(_seeded(lambda: Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+    G = run_layer_test((lambda: Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
                                                  channel_base=64, channel_max=8)),
                        lambda l: l(z, truncation_psi=0.8), (2, 16, 16, 3), 3 + 15 * 4 + 2 * 2, 3 + 15 + 1,
                        fp16_dtype=tf.float32, fp16_tol=FP16_TOL, tmp_path=tmp_path)
@@ -93,7 +86,7 @@ def test_generator(tmp_path):
 # ---------------------------------------------------------------------------------------------- discriminator
 
 def test_conv2d_layer():
-    run_layer_test(_seeded(lambda: Conv2dLayer(4, 6, 3, activation="lrelu", down=2, conv_clamp=256)),
+    run_layer_test((lambda: Conv2dLayer(4, 6, 3, activation="lrelu", down=2, conv_clamp=256)),
                    lambda l: l(_rand(2, 8, 8, 4)), (2, 4, 4, 6), 2, 0, ["weight", "bias"])
 
 
@@ -103,26 +96,26 @@ def test_minibatch_std_layer():
 
 def test_discriminator_block():
     img = _rand(2, 8, 8, 3)
-    run_layer_test(_seeded(lambda: DiscriminatorBlock(0, 4, 8, resolution=8, img_channels=3, first_layer_idx=0,
+    run_layer_test((lambda: DiscriminatorBlock(0, 4, 8, resolution=8, img_channels=3, first_layer_idx=0,
                                                       use_fp16=True, conv_clamp=256, name="b8")),
                    lambda l: l(None, img), (2, 4, 4, 8), 7, 0, ["weight", "bias"] * 3 + ["weight"],
                    fp16_dtype=tf.float16, fp16_tol=FP16_TOL)
 
 
 def test_discriminator_epilogue():
-    run_layer_test(_seeded(lambda: DiscriminatorEpilogue(8, cmap_dim=0, resolution=4, img_channels=3,
+    run_layer_test((lambda: DiscriminatorEpilogue(8, cmap_dim=0, resolution=4, img_channels=3,
                                                          mbstd_group_size=2)),
                    lambda l: l(_rand(2, 4, 4, 8), None), (2, 1), 6, 0, ["weight", "bias"] * 3)
 
 
 def test_discriminator_mapping():
-    run_layer_test(_seeded(lambda: DiscriminatorMapping(c_dim=3, w_dim=8, num_layers=2)),
+    run_layer_test((lambda: DiscriminatorMapping(c_dim=3, w_dim=8, num_layers=2)),
                    lambda l: l(np.eye(3, dtype=np.float32)[:2]), (2, 8), 6, 0, ["weight", "bias"] * 3)
 
 
 def test_discriminator(tmp_path):
     img = _rand(2, 16, 16, 3)
-    run_layer_test(_seeded(lambda: Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=64,
+    run_layer_test((lambda: Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=64,
                                                  channel_max=8, epilogue_kwargs=dict(mbstd_group_size=2))),
                    lambda l: l(img), (2, 1), 7 + 5 + 6, 0, fp16_dtype=tf.float32, fp16_tol=FP16_TOL,
                    tmp_path=tmp_path)
@@ -130,7 +123,7 @@ def test_discriminator(tmp_path):
 
 def test_discriminator_conditional_frozen(tmp_path):
     img, c = _rand(2, 16, 16, 3), np.eye(3, dtype=np.float32)[:2]
-    run_layer_test(_seeded(lambda: Discriminator(c_dim=3, img_resolution=16, img_channels=3, channel_base=64,
+    run_layer_test((lambda: Discriminator(c_dim=3, img_resolution=16, img_channels=3, channel_base=64,
                                                  channel_max=8, block_kwargs=dict(freeze_layers=2),
                                                  mapping_kwargs=dict(num_layers=2),
                                                  epilogue_kwargs=dict(mbstd_group_size=2))),
@@ -141,19 +134,19 @@ def test_discriminator_conditional_frozen(tmp_path):
 
 def test_sg2_synthesis_layer():
     x, w = _rand(2, 4, 4, 4), _rand(2, 8, seed=1)
-    run_layer_test(_seeded(lambda: sg2.SynthesisLayer(4, 6, w_dim=8, resolution=8, up=2, conv_clamp=256)),
+    run_layer_test((lambda: sg2.SynthesisLayer(4, 6, w_dim=8, resolution=8, up=2, conv_clamp=256)),
                    lambda l: l(x, w, noise_mode="const"), (2, 8, 8, 6), 5, 1,
                    ["weight", "bias", "noise_strength", "noise_const", "weight", "bias"])
 
 
 def test_sg2_torgb_layer():
-    run_layer_test(_seeded(lambda: sg2.ToRGBLayer(6, 3, w_dim=8)), lambda l: l(_rand(2, 8, 8, 6), _rand(2, 8)),
+    run_layer_test((lambda: sg2.ToRGBLayer(6, 3, w_dim=8)), lambda l: l(_rand(2, 8, 8, 6), _rand(2, 8)),
                    (2, 8, 8, 3), 4, 0, ["weight", "bias", "weight", "bias"])
 
 
 def test_sg2_synthesis_block():
     x, img, ws = _rand(2, 4, 4, 4), _rand(2, 4, 4, 3, seed=1), _rand(2, 3, 8, seed=2)
-    run_layer_test(_seeded(lambda: sg2.SynthesisBlock(4, 6, w_dim=8, resolution=8, img_channels=3, is_last=True,
+    run_layer_test((lambda: sg2.SynthesisBlock(4, 6, w_dim=8, resolution=8, img_channels=3, is_last=True,
                                                       use_fp16=True)),
                    lambda l: l(x, img, ws, noise_mode="const"), (2, 8, 8, 6), 14, 2,
                    fp16_dtype=tf.float16, fp16_tol=FP16_TOL)
@@ -161,7 +154,7 @@ def test_sg2_synthesis_block():
 
 @pytest.mark.parametrize("input_type", ["const", "fourier"])
 def test_sg2_synthesis_network(input_type):
-    make = _seeded(lambda: sg2.SynthesisNetwork(w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
+    make = (lambda: sg2.SynthesisNetwork(w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
                                                 channel_max=8, input_type=input_type))
     num_ws = make().num_ws
     # b4: const (or the Fourier input's weight) + conv1 (5) + torgb (4); b8, b16: conv0, conv1 (5 each) + torgb (4)
@@ -173,7 +166,7 @@ def test_sg2_synthesis_network(input_type):
 
 
 def test_sg2_generator(tmp_path):
-    run_layer_test(_seeded(lambda: StyleGAN2Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+    run_layer_test((lambda: StyleGAN2Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
                                                       channel_base=64, channel_max=8,
                                                       mapping_kwargs=dict(num_layers=2))),
                    lambda l: l(_rand(2, 8), noise_mode="const"), (2, 16, 16, 3), 1 + 9 + 2 * 14 + 4, 5 + 1,
