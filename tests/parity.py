@@ -1,8 +1,9 @@
-"""The one shared helper for "compare against a parity file" (../shared/parity, outputs of the original).
+"""The one shared helper for "compare against a parity fixture" (tests/fixtures/, outputs of the original
+implementation; tests/fixtures/README.md says what each file holds, how it was made and the tolerances).
 
-``load(name)`` opens ``<parity dir>/<name>`` or skips the test when the folder is absent;
-``nchw_to_nhwc`` converts the original's layout; ``assert_close`` compares and records the max error.
-Set ``AFGAN_TF_PARITY_REPORT=<file>`` to append one JSON line per comparison (used for the issue notes).
+``load(name)`` opens ``tests/fixtures/<name>`` and **fails** the test when the file is missing (a missing fixture is a
+broken checkout, never a reason to skip); ``nchw_to_nhwc`` converts the original's layout; ``assert_close`` compares
+and records the max error. Set ``AFGAN_TF_PARITY_REPORT=<file>`` to append one JSON line per comparison.
 """
 import json
 import os
@@ -11,20 +12,25 @@ import numpy as np
 import pytest
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-PARITY_DIR = os.environ.get("AFGAN_TF_PARITY_DIR", os.path.join(_HERE, "..", "..", "shared", "parity"))
+FIXTURES_DIR = os.path.join(_HERE, "fixtures")
+BASELINES_DIR = os.path.join(_HERE, "..", "benchmarks", "baselines")
 
 
 def parity_path(name):
-    return os.path.join(PARITY_DIR, name)
+    return os.path.join(FIXTURES_DIR, name)
+
+
+def fixture_path(name, folder=FIXTURES_DIR):
+    """Path of a fixture file; fails the calling test when it is missing."""
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        pytest.fail(f"fixture {os.path.normpath(path)} is missing (it is part of the repository: restore it with "
+                    f"git checkout)")
+    return path
 
 
 def load(name):
-    path = parity_path(name)
-    if not os.path.isdir(PARITY_DIR):
-        pytest.skip(f"parity folder {PARITY_DIR} is absent")
-    if not os.path.exists(path):
-        pytest.fail(f"parity file {path} is missing although the parity folder exists")
-    return np.load(path, allow_pickle=False)
+    return np.load(fixture_path(name), allow_pickle=False)
 
 
 def meta(npz, key):
@@ -70,11 +76,12 @@ def assert_close(actual, expected, atol, rtol=0.0, name=""):
 
 
 def case_names(name):
-    """The case list (``meta/cases``) of an ops_*.npz file, for parametrize; empty when the folder is absent."""
+    """The case list (``meta/cases``) of an ops_*.npz fixture, for parametrize. A missing file gives one
+    placeholder case, so that the test runs and :func:`load` fails it (instead of collecting nothing)."""
     try:
         z = np.load(parity_path(name), allow_pickle=False)
     except (FileNotFoundError, OSError):
-        return []
+        return [f"<missing fixture {name}>"]
     return json.loads(str(z["meta/cases"]))
 
 

@@ -1,5 +1,6 @@
 """FID / KID math vs independent numpy formulas, feature extractors (Keras + frozen GraphDef), stats caching."""
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -55,10 +56,57 @@ def test_fid_self_is_zero_and_matches_independent_formula():
     np.testing.assert_allclose(got, exp, rtol=1e-7)
 
 
-def test_fid_near_singular_covariance_warns_and_stays_finite():
-    rng = np.random.RandomState(0)
-    x, y = rng.randn(3, 200), rng.randn(3, 200)   # rank-2 covariances in 200 dims
+def _fid_diag(a, b, eps=0.0):
+    """Independent FID of two zero-mean Gaussians with diagonal covariances a, b, when sqrt(Σ1Σ2) is computed from
+    Σ + eps·I (the fallback adds eps to the covariances inside the square root only)."""
+    return float(np.sum(a + b) - 2 * np.sum(np.sqrt((a + eps) * (b + eps))))
+
+
+@pytest.mark.parametrize("bad", ["nan", "residual", "imag"])
+def test_fid_inaccurate_sqrtm_warns_and_adds_eps(monkeypatch, bad):
+    """The fallback branch, taken deterministically: sqrtm's first answer is made non-finite, inaccurate
+    (residual ‖X² − A‖/‖A‖ = 2e-2 > 1e-3) or complex (imaginary part 1e-2 > 1e-3); the second call must get
+    (Σ1 + eps·I)(Σ2 + eps·I). Whether the real sqrtm of a rank-deficient product passes the residual check depends
+    on floating-point rounding (OpenBLAS picks kernels per CPU), so no test relies on it."""
+    real_sqrtm = fid.scipy.linalg.sqrtm
+    calls = []
+
+    def fake_sqrtm(a):
+        calls.append(np.array(a))
+        x = real_sqrtm(a)
+        if len(calls) > 1:
+            return x
+        if bad == "nan":
+            return np.full_like(x, np.nan)
+        if bad == "residual":
+            return x * 1.01                                   # X² = 1.0201·A
+        return x + 1e-2j                                      # finite, accurate real part, large imaginary part
+
+    monkeypatch.setattr(fid.scipy.linalg, "sqrtm", fake_sqrtm)
+    a, b = np.array([1.0, 2.0, 0.5]), np.array([0.3, 1.5, 4.0])
+    eps = 1e-2
     with pytest.warns(UserWarning, match="near-singular"):
+        v = fid.frechet_distance(np.zeros(3), np.diag(a), np.zeros(3), np.diag(b), eps=eps)
+    assert len(calls) == 2
+    np.testing.assert_allclose(calls[1], np.diag((a + eps) * (b + eps)), rtol=1e-15)
+    np.testing.assert_allclose(v, _fid_diag(a, b, eps), rtol=1e-12)
+
+
+def test_fid_accurate_sqrtm_takes_no_fallback():
+    """Well-conditioned covariances: no warning, no eps (the value is the exact diagonal formula)."""
+    a, b = np.array([1.0, 2.0, 0.5]), np.array([0.3, 1.5, 4.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = fid.frechet_distance(np.ones(3), np.diag(a), np.zeros(3), np.diag(b))
+    np.testing.assert_allclose(v, 3.0 + _fid_diag(a, b), rtol=1e-12)
+
+
+def test_fid_rank_deficient_covariances_stay_finite_and_shapes_are_checked():
+    """Rank-2 covariances in 200 dims (which branch is taken depends on rounding: no assertion on the warning)."""
+    rng = np.random.RandomState(0)
+    x, y = rng.randn(3, 200), rng.randn(3, 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         v = fid.frechet_distance(x.mean(0), np.cov(x, rowvar=False, bias=True),
                                  y.mean(0), np.cov(y, rowvar=False, bias=True))
     assert np.isfinite(v) and v > 0

@@ -1,12 +1,12 @@
 """Keras 3 networks (NHWC): StyleGAN3 generator building blocks, Generator, presets, Discriminator, and the
 StyleGAN2 baseline generator (``afgan_tf.networks.stylegan2.Generator``, also as ``StyleGAN2Generator``)."""
 from .layers import (FullyConnectedLayer, MappingNetwork, SynthesisInput, SynthesisLayer,  # noqa: F401
-                     SynthesisNetwork)
+                     SynthesisNetwork, tf_variable, tf_variables)
 from .generator import Generator, StateDictError  # noqa: F401
 from . import presets  # noqa: F401
 
 __all__ = ["FullyConnectedLayer", "MappingNetwork", "SynthesisInput", "SynthesisLayer", "SynthesisNetwork",
-           "Generator", "StateDictError", "Discriminator", "StyleGAN2Generator", "presets"]
+           "Generator", "StateDictError", "Discriminator", "StyleGAN2Generator", "presets", "tf_variable", "tf_variables"]
 
 
 def __getattr__(name):

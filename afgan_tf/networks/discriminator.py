@@ -26,8 +26,9 @@ from afgan_tf.ops.bias_act import ACTIVATIONS, bias_act
 from afgan_tf.ops.conv2d_resample import conv2d_resample
 from afgan_tf.ops.upfirdn2d import setup_filter, downsample2d
 from afgan_tf.networks import layers as _layers
-from afgan_tf.networks.layers import (FC, CONV, BUFFER, FILTER, FullyConnectedLayer, OriginalEntry,
-                                      _check_kwargs, _normalize_2nd_moment)
+from afgan_tf.networks.layers import (FC, CONV, BUFFER, FILTER, FullyConnectedLayer, NetworkConfig, OriginalEntry,
+                                      _check_kwargs, _normalize_2nd_moment, build_sublayers, check_build_shape,
+                                      register)
 from afgan_tf.networks.generator import StateDictError, load_original_state_dict
 
 __all__ = ["StateDictError", "Conv2dLayer", "FullyConnectedLayer", "MinibatchStdLayer", "DiscriminatorBlock", "DiscriminatorEpilogue",
@@ -71,6 +72,7 @@ class _NCHWFlattenFC(OriginalEntry):
 
 # ----------------------------------------------------------------------------------------------------------------
 
+@register
 class Conv2dLayer(keras.layers.Layer):
     """Equalised-lr conv used by D (spec §1.7).
 
@@ -95,12 +97,17 @@ class Conv2dLayer(keras.layers.Layer):
         self.resample_filter = setup_filter(self.resample_filter_taps)  # [4, 4] normalised
         self.padding = self.kernel_size // 2
         self.weight_gain = 1.0 / np.sqrt(self.in_channels * self.kernel_size ** 2)
+        self.use_bias = bool(bias)
+        self.weight = self.bias = None
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.in_channels,))
         k = self.kernel_size
         self.weight = self.add_weight(name="weight", shape=(k, k, self.in_channels, self.out_channels),
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), trainable=trainable)
-        self.bias = (self.add_weight(name="bias", shape=(self.out_channels,), initializer="zeros",
-                                     trainable=trainable) if bias else None)
-        self.built = True
+                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), trainable=self.trainable)
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.out_channels,), initializer="zeros",
+                                        trainable=self.trainable)
 
     def call(self, x, gain=1.0):  # [N, H, W, in]
         w = tf.cast(self.weight * self.weight_gain, x.dtype)  # [k, k, in, out]; scaled in fp32 like the original
@@ -121,11 +128,12 @@ class Conv2dLayer(keras.layers.Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
-                   bias=self.bias is not None, activation=self.activation, up=self.up, down=self.down,
+                   bias=self.use_bias, activation=self.activation, up=self.up, down=self.down,
                    resample_filter=self.resample_filter_taps, conv_clamp=self.conv_clamp)
         return cfg
 
 
+@register
 class MinibatchStdLayer(keras.layers.Layer):
     """Minibatch standard deviation (spec §4), NHWC.
 
@@ -141,6 +149,11 @@ class MinibatchStdLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.group_size = None if group_size is None else int(group_size)
         self.num_channels = int(num_channels)
+
+    def build(self, input_shape=None):  # no variables
+        if input_shape is not None and input_shape[-1] is not None and int(input_shape[-1]) % self.num_channels:
+            raise ValueError(f"{self.name}: channels {input_shape[-1]} not divisible by num_channels "
+                             f"{self.num_channels}")
 
     def call(self, x):
         shape = tf.shape(x)
@@ -167,6 +180,7 @@ class MinibatchStdLayer(keras.layers.Layer):
         return cfg
 
 
+@register
 class DiscriminatorBlock(keras.layers.Layer):
     """One D block at resolution ``res``: ``x [N, res, res, in] (+ img) -> [N, res/2, res/2, out]``.
 
@@ -218,7 +232,9 @@ class DiscriminatorBlock(keras.layers.Layer):
         if architecture == "resnet":
             self.skip = Conv2dLayer(self.tmp_channels, self.out_channels, 1, bias=False, down=2,
                                     trainable=trainable_next(), resample_filter=resample_filter, name="skip")
-        self.built = True
+
+    def build(self, input_shape=None):
+        build_sublayers(self.fromrgb, self.conv0, self.conv1, self.skip)
 
     def compute_dtype_for(self, force_fp32=False):
         """float16 for the top ``num_fp16_res`` resolutions when a GPU is present (as the original), else float32."""
@@ -257,6 +273,7 @@ class DiscriminatorBlock(keras.layers.Layer):
         return out
 
 
+@register
 class DiscriminatorEpilogue(keras.layers.Layer):
     """Final D block at resolution 4: ``x [N, 4, 4, C] -> logits [N, 1]`` (or projected onto ``cmap``).
 
@@ -283,7 +300,10 @@ class DiscriminatorEpilogue(keras.layers.Layer):
         self.fc = FullyConnectedLayer(self.in_channels * self.resolution ** 2, self.in_channels,
                                       activation=activation, name="fc")
         self.out = FullyConnectedLayer(self.in_channels, 1 if self.cmap_dim == 0 else self.cmap_dim, name="out")
-        self.built = True
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.resolution, self.resolution, self.in_channels))
+        build_sublayers(self.fromrgb, self.conv, self.fc, self.out)
 
     def call(self, x, img, cmap=None):  # x [N, 4, 4, C]; always float32
         x = tf.cast(x, tf.float32)
@@ -321,6 +341,7 @@ def _normalize_2nd_moment(x, eps=1e-8):
     return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True) + eps)
 
 
+@register
 class DiscriminatorMapping(keras.layers.Layer):
     """Label embedding of the conditional D: the StyleGAN2 mapping network with ``z_dim=0`` (spec §4).
 
@@ -342,9 +363,12 @@ class DiscriminatorMapping(keras.layers.Layer):
         feats = [embed_features] + [layer_features] * (self.num_layers - 1) + [self.w_dim]
         self.fcs = [FullyConnectedLayer(feats[i], feats[i + 1], activation=activation, lr_multiplier=lr_multiplier,
                                         name=f"fc{i}") for i in range(self.num_layers)]
-        for i, fc in enumerate(self.fcs):  # plain attributes too: tf.train.Checkpoint skips layers held in lists
+        for i, fc in enumerate(self.fcs):  # attributes named like the original's: tf.train.Checkpoint follows them
             setattr(self, f"fc{i}", fc)
-        self.built = True
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.c_dim,))
+        build_sublayers(self.embed, *self.fcs)
 
     def call(self, c):  # [N, c_dim]
         x = _normalize_2nd_moment(self.embed(tf.cast(c, tf.float32)))  # [N, embed]
@@ -371,7 +395,8 @@ _EPILOGUE_KWARGS = ("mbstd_group_size", "mbstd_num_channels", "activation")
 _MAPPING_KWARGS = ("num_layers", "embed_features", "layer_features", "activation", "lr_multiplier", "w_avg_beta")
 
 
-class Discriminator(keras.Model):
+@register
+class Discriminator(NetworkConfig, keras.Model):
     """StyleGAN2 residual discriminator with the original's constructor kwargs (spec §4).
 
     Args:
@@ -407,7 +432,7 @@ class Discriminator(keras.Model):
                   num_fp16_res=num_fp16_res, conv_clamp=conv_clamp, cmap_dim=cmap_dim,
                   block_kwargs=block_kwargs, mapping_kwargs=mapping_kwargs, epilogue_kwargs=epilogue_kwargs)
         try:  # plain JSON types (numpy scalars -> Python), so snapshots can store them
-            self.init_kwargs = json.loads(json.dumps(kw, default=_json_scalar))
+            self._init_kwargs_json = json.dumps(kw, default=_json_scalar)
         except TypeError as e:
             raise TypeError(f"Discriminator: constructor kwargs must be JSON-serialisable: {e}") from None
         self.c_dim, self.img_resolution, self.img_channels = int(c_dim), res, int(img_channels)
@@ -430,13 +455,18 @@ class Discriminator(keras.Model):
                                        use_fp16=(r >= fp16_resolution), name=f"b{r}", **block_kwargs, **common)
             cur_layer_idx += block.num_layers
             self.blocks.append(block)
-            setattr(self, f"b{r}", block)  # plain attribute too: tf.train.Checkpoint skips layers held in lists
+            setattr(self, f"b{r}", block)  # attribute named like the original's: tf.train.Checkpoint follows it
         self.num_layers = cur_layer_idx
         self.mapping = (DiscriminatorMapping(self.c_dim, self.cmap_dim, name="mapping", **mapping_kwargs)
                         if self.c_dim > 0 else None)
         self.b4 = DiscriminatorEpilogue(ch[4], cmap_dim=self.cmap_dim, resolution=4, name="b4",
                                         **epilogue_kwargs, **common)
-        self.built = True
+        self.build()
+
+    def build(self, input_shape=None):
+        """Creates every variable (blocks, mapping, epilogue: the original's state_dict order)."""
+        check_build_shape(self, input_shape, (self.img_resolution, self.img_resolution, self.img_channels))
+        build_sublayers(*self.blocks, self.mapping, self.b4)
 
     def call(self, img, c=None, return_blocks=False, force_fp32=False):
         img = tf.convert_to_tensor(img)
@@ -485,10 +515,3 @@ class Discriminator(keras.Model):
         ``resample_filter`` buffers differing from ours by > 1e-6. Nothing is assigned unless all entries are valid.
         """
         return load_original_state_dict(self.original_entries(), sd, strict=strict, owner="Discriminator")
-
-    def get_config(self):
-        return json.loads(json.dumps(self.init_kwargs))
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

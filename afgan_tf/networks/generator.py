@@ -10,8 +10,8 @@ import json
 import keras
 import numpy as np
 
-from .layers import (BUFFER, CONV, FC, FILTER, MappingNetwork, SYNTHESIS_LAYER_KWARGS, SynthesisNetwork,
-                     _check_kwargs)
+from .layers import (BUFFER, CONV, FC, FILTER, MappingNetwork, NetworkConfig, SYNTHESIS_LAYER_KWARGS,
+                     SynthesisNetwork, _check_kwargs, build_sublayers, register)
 
 __all__ = ["Generator", "StateDictError", "load_original_state_dict", "FILTER_TOLERANCE"]
 
@@ -77,17 +77,17 @@ def load_original_state_dict(entries, sd, strict=True, owner="network"):
     return [e.name for e, _ in plan]
 
 
-class GeneratorBase(keras.Model):
+class GeneratorBase(NetworkConfig, keras.Model):
     """What the StyleGAN3 and StyleGAN2 generators share: the original's call convention
-    (mapping -> synthesis), ``init_kwargs`` and the original-name state dict. Subclasses create
-    ``self.mapping`` / ``self.synthesis`` and ``self._init_kwargs_json`` in ``__init__`` and set
-    ``_owner`` (the name used in error messages)."""
+    (mapping -> synthesis), ``init_kwargs`` / ``get_config`` (:class:`NetworkConfig`) and the original-name state
+    dict. Subclasses create ``self.mapping`` / ``self.synthesis`` and ``self._init_kwargs_json`` in ``__init__``,
+    end it with ``self.build()`` (variables exist right after construction) and set ``_owner`` (the name used in
+    error messages)."""
     _owner = "Generator"
 
-    @property
-    def init_kwargs(self):
-        """The constructor kwargs (a fresh dict; ``type(G)(**G.init_kwargs)`` rebuilds the architecture)."""
-        return json.loads(self._init_kwargs_json)
+    def build(self, input_shape=None):
+        """Creates every variable (synthesis first, then mapping: the original's state_dict order)."""
+        build_sublayers(self.synthesis, self.mapping)
 
     def call(self, z, c=None, truncation_psi=1, truncation_cutoff=None, update_emas=False, **synthesis_kwargs):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
@@ -112,15 +112,8 @@ class GeneratorBase(keras.Model):
         unknown or missing names (``strict``), wrong shapes, filters differing from ours by > 1e-6."""
         return load_original_state_dict(self.original_entries(), sd, strict=strict, owner=self._owner)
 
-    def get_config(self):
-        return self.init_kwargs
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="afgan_tf")
+@register
 class Generator(GeneratorBase):
     """StyleGAN3 generator.
 
@@ -148,7 +141,7 @@ class Generator(GeneratorBase):
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws,
                                       name="mapping", **mapping_kwargs)
-        self.built = True
+        self.build()
 
 
 # Keep the kinds importable from here too (used by converters).

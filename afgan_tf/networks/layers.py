@@ -6,10 +6,17 @@
 * ``SynthesisLayer`` — modulated conv + filtered leaky ReLU (or ToRGB), magnitude EMA normalisation.
 * ``SynthesisNetwork`` — the 15-layer schedule of ``afgan_tf.filters.synthesis_schedule``; output x ``output_scale``.
 
-All variables are created in ``__init__`` (shapes are known), so original weights can be loaded right after
-construction (see ``original_entries`` / ``afgan_tf.networks.generator.Generator.load_original_state_dict``).
+Keras conventions: every layer is registered (``keras.saving.register_keras_serializable``, package
+``afgan_tf``) and round-trips through ``get_config`` / ``from_config``; sub-layers are created in ``__init__`` and
+variables in ``build()``. All shapes follow from the constructor arguments, so ``build()`` needs no input shape (one
+given is checked); the networks (``Generator``, ``Discriminator``) call ``self.build()`` at the end of their
+constructor, so that original weights, checkpoints and EMA copies can be loaded right after construction (see
+``original_entries`` / ``afgan_tf.networks.generator.Generator.load_original_state_dict``). Sub-layers are plain
+attributes named like the original's modules (``fc0``, ``L0_36_512``, ``b64``...): users and the converter reach them
+by those names, and ``tf.train.Checkpoint`` paths are built from them.
 Variables are stored in TF layout: dense ``[in, out]``, conv ``[kh, kw, in, out]``; buffers as in the original.
 """
+import json
 import math
 
 import keras
@@ -19,7 +26,8 @@ import tensorflow as tf
 from .. import filters as _filters
 
 __all__ = ["FullyConnectedLayer", "MappingNetwork", "SynthesisInput", "SynthesisLayer", "SynthesisNetwork",
-           "OriginalEntry", "gpu_available", "fp16_enabled", "force_fp16"]
+           "OriginalEntry", "gpu_available", "fp16_enabled", "force_fp16", "register", "check_build_shape",
+           "build_sublayers", "NetworkConfig", "tf_variable", "tf_variables"]
 
 # Kinds of original state_dict entries and their layout conversion (original <-> ours).
 FC = "fc"          # original [out, in]        <-> ours [in, out]
@@ -108,6 +116,69 @@ def _const_init(value):
     return init
 
 
+def register(cls=None, name=None):
+    """``keras.saving.register_keras_serializable`` with this package's namespace (``afgan_tf>Name``)."""
+    def wrap(c):
+        return keras.saving.register_keras_serializable(package="afgan_tf", name=name or c.__name__)(c)
+    return wrap(cls) if cls is not None else wrap
+
+
+def check_build_shape(layer, input_shape, expect):
+    """``build(input_shape)`` helper: the variables' shapes come from the constructor, so a given input shape must
+    agree with ``expect`` (a tuple of the trailing dimensions; None entries are not checked)."""
+    if input_shape is None or not isinstance(input_shape, (tuple, list)) or not input_shape or \
+            isinstance(input_shape[0], (tuple, list)):
+        return
+    tail = tuple(input_shape)[-len(expect):]
+    if len(input_shape) < len(expect) or any(e is not None and a is not None and int(a) != e
+                                             for a, e in zip(tail, expect)):
+        raise ValueError(f"{layer.name}: input shape {tuple(input_shape)} does not match the layer "
+                         f"(expected [..., {', '.join('?' if e is None else str(e) for e in expect)}])")
+
+
+def build_sublayers(*layers):
+    """Builds the given sub-layers (None entries skipped) in order; their variables are created in ``build()``."""
+    for layer in layers:
+        if layer is not None and not layer.built:
+            layer.build()
+
+
+class NetworkConfig:
+    """``init_kwargs`` / ``get_config`` / ``from_config`` shared by the networks (Generator, StyleGAN2 Generator,
+    Discriminator): the constructor kwargs are kept as JSON (``_init_kwargs_json``, set by the constructor), so
+    ``init_kwargs`` is always a fresh dict of plain JSON types and ``type(net)(**net.init_kwargs)`` rebuilds the
+    architecture."""
+    _init_kwargs_json = None
+
+    @property
+    def init_kwargs(self):
+        """The constructor kwargs (a fresh dict; ``type(net)(**net.init_kwargs)`` rebuilds the architecture)."""
+        return json.loads(self._init_kwargs_json)
+
+    def get_config(self):
+        return self.init_kwargs
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def tf_variable(v):
+    """The ``tf.Variable`` behind a Keras 3 variable (a ``tf.Variable`` is returned as it is). The one way to reach
+    the backing variables, e.g. for ``tf.GradientTape.watch`` (which rejects Keras variables) or raw TF ops."""
+    if isinstance(v, tf.Variable):
+        return v
+    inner = getattr(v, "value", None)
+    if isinstance(inner, tf.Variable):
+        return inner
+    raise TypeError(f"tf_variable: expected a Keras or TF variable, got {type(v).__name__}")
+
+
+def tf_variables(variables):
+    """``[tf_variable(v) for v in variables]``."""
+    return [tf_variable(v) for v in variables]
+
+
 def _check_kwargs(kwargs, allowed, owner):
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -144,6 +215,7 @@ def _modulated_conv2d(*args, **kwargs):
 
 # ----------------------------------------------------------------------------------------------------------------
 
+@register
 class FullyConnectedLayer(keras.layers.Layer):
     """Equalised-learning-rate dense layer (spec §1.7, StyleGAN3 variant).
 
@@ -168,16 +240,20 @@ class FullyConnectedLayer(keras.layers.Layer):
         self.bias_init = np.asarray(bias_init, dtype=np.float64).tolist()
         if self.in_features < 1 or self.out_features < 1:
             raise ValueError(f"{self.name}: in_features/out_features must be >= 1, got {in_features}, {out_features}")
-        w_std = self.weight_init / self.lr_multiplier
-        w_init = keras.initializers.RandomNormal(0.0, w_std) if w_std != 0 else keras.initializers.Zeros()
-        self.weight = self.add_weight(shape=(self.in_features, self.out_features), initializer=w_init, name="weight")
-        self.bias = None
-        if self.use_bias:
-            b0 = np.broadcast_to(np.asarray(bias_init, dtype=np.float64), [self.out_features]) / self.lr_multiplier
-            self.bias = self.add_weight(shape=(self.out_features,), initializer=_const_init(b0), name="bias")
         self.weight_gain = self.lr_multiplier / math.sqrt(self.in_features)
         self.bias_gain = self.lr_multiplier
-        self.built = True
+        self.weight = self.bias = None
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.in_features,))
+        w_std = self.weight_init / self.lr_multiplier
+        w_init = keras.initializers.RandomNormal(0.0, w_std) if w_std != 0 else keras.initializers.Zeros()
+        self.weight = self.add_weight(shape=(self.in_features, self.out_features), initializer=w_init, name="weight",
+                                      trainable=self.trainable)
+        if self.use_bias:
+            b0 = np.broadcast_to(np.asarray(self.bias_init, dtype=np.float64), [self.out_features]) / self.lr_multiplier
+            self.bias = self.add_weight(shape=(self.out_features,), initializer=_const_init(b0), name="bias",
+                                        trainable=self.trainable)
 
     def call(self, x):
         x = tf.convert_to_tensor(x)
@@ -203,6 +279,7 @@ class FullyConnectedLayer(keras.layers.Layer):
 
 # ----------------------------------------------------------------------------------------------------------------
 
+@register
 class MappingNetwork(keras.layers.Layer):
     """Mapping network (spec §3.2): normalise z, embed + normalise c, ``num_layers`` lrelu FC layers, ``w_avg``.
 
@@ -224,13 +301,18 @@ class MappingNetwork(keras.layers.Layer):
             raise ValueError(f"MappingNetwork: num_layers must be >= 1, got {num_layers}")
         self.embed = FullyConnectedLayer(self.c_dim, self.w_dim, name="embed") if self.c_dim > 0 else None
         features = [self.z_dim + (self.w_dim if self.c_dim > 0 else 0)] + [self.w_dim] * self.num_layers
-        # Sub-layers are plain attributes (fc0, fc1, ...): tf.train.Checkpoint does not see Keras-wrapped lists.
+        # Sub-layers are attributes named like the original's (fc0, fc1, ...): tf.train.Checkpoint follows
+        # attributes, not Keras-wrapped lists.
         for i in range(self.num_layers):
             setattr(self, f"fc{i}", FullyConnectedLayer(features[i], features[i + 1], activation="lrelu",
                                                         lr_multiplier=self.lr_multiplier, name=f"fc{i}"))
+        self.w_avg = None
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.z_dim,) if self.z_dim > 0 else (self.c_dim,))
+        build_sublayers(self.embed, *self.fcs)
         self.w_avg = self.add_weight(shape=(self.w_dim,), initializer="zeros", trainable=False, aggregation="mean",
                                      name="w_avg")
-        self.built = True
 
     @property
     def fcs(self):
@@ -287,6 +369,7 @@ class MappingNetwork(keras.layers.Layer):
 
 # ----------------------------------------------------------------------------------------------------------------
 
+@register
 class SynthesisInput(keras.layers.Layer):
     """Transformed Fourier features (spec §3.3).
 
@@ -307,20 +390,27 @@ class SynthesisInput(keras.layers.Layer):
         self.size = size
         self.sampling_rate = float(sampling_rate)
         self.bandwidth = float(bandwidth)
+        # The random Fourier features are drawn here (numpy's global RNG, in the original's order); the variables
+        # holding them are created in build().
         freqs = np.random.randn(self.channels, 2)
         radii = np.sqrt(np.sum(np.square(freqs), axis=1, keepdims=True))
-        freqs = freqs / (radii * np.exp(np.square(radii)) ** 0.25) * self.bandwidth
-        phases = np.random.rand(self.channels) - 0.5
+        self._freqs_init = freqs / (radii * np.exp(np.square(radii)) ** 0.25) * self.bandwidth
+        self._phases_init = np.random.rand(self.channels) - 0.5
         self.affine = FullyConnectedLayer(self.w_dim, 4, weight_init=0, bias_init=[1, 0, 0, 0], name="affine")
+        self.weight = self.transform = self.freqs = self.phases = None
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.w_dim,))
+        build_sublayers(self.affine)
         self.weight = self.add_weight(shape=(self.channels, self.channels),
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight")
+                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight",
+                                      trainable=self.trainable)
         self.transform = self.add_weight(shape=(3, 3), initializer=_const_init(np.eye(3)), trainable=False,
                                          name="transform")
-        self.freqs = self.add_weight(shape=(self.channels, 2), initializer=_const_init(freqs), trainable=False,
-                                     name="freqs")
-        self.phases = self.add_weight(shape=(self.channels,), initializer=_const_init(phases), trainable=False,
-                                      name="phases")
-        self.built = True
+        self.freqs = self.add_weight(shape=(self.channels, 2), initializer=_const_init(self._freqs_init),
+                                     trainable=False, name="freqs")
+        self.phases = self.add_weight(shape=(self.channels,), initializer=_const_init(self._phases_init),
+                                      trainable=False, name="phases")
 
     def call(self, w, transform=None):
         """w ``[N, w_dim]`` -> features ``[N, H, W, C0]`` (float32).
@@ -379,6 +469,7 @@ class SynthesisInput(keras.layers.Layer):
 
 # ----------------------------------------------------------------------------------------------------------------
 
+@register
 class SynthesisLayer(keras.layers.Layer):
     """One synthesis layer (spec §3.4): affine -> modulated conv (input gain = magnitude_ema^-1/2) ->
     filtered_lrelu with the designed up/down filters; ToRGB variant (1x1, no demodulation, linear, no filters).
@@ -432,13 +523,19 @@ class SynthesisLayer(keras.layers.Layer):
         self._conv_kernel_arg = int(conv_kernel)
 
         self.affine = FullyConnectedLayer(self.w_dim, self.in_channels, bias_init=1, name="affine")
+        self.weight = self.bias = self.magnitude_ema = None
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.in_size[1], self.in_size[0], self.in_channels))
+        build_sublayers(self.affine)
         k = self.conv_kernel
         self.weight = self.add_weight(shape=(k, k, self.in_channels, self.out_channels),
-                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight")
-        self.bias = self.add_weight(shape=(self.out_channels,), initializer="zeros", name="bias")
+                                      initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight",
+                                      trainable=self.trainable)
+        self.bias = self.add_weight(shape=(self.out_channels,), initializer="zeros", name="bias",
+                                    trainable=self.trainable)
         self.magnitude_ema = self.add_weight(shape=(), initializer="ones", trainable=False, aggregation="mean",
                                              name="magnitude_ema")
-        self.built = True
 
     def compute_dtype_for(self, force_fp32=False):
         return tf.float16 if (self.use_fp16 and not force_fp32 and fp16_enabled()) else tf.float32
@@ -498,6 +595,7 @@ SYNTHESIS_LAYER_KWARGS = ("conv_kernel", "filter_size", "lrelu_upsampling", "use
                           "magnitude_ema_beta")
 
 
+@register
 class SynthesisNetwork(keras.layers.Layer):
     """Synthesis network (spec §3.5): ``SynthesisInput`` + layers ``L{i}_{size}_{ch}`` (i = 0..num_layers) from
     ``afgan_tf.filters.synthesis_schedule``; output = last layer x ``output_scale``, float32 NHWC.
@@ -539,12 +637,15 @@ class SynthesisNetwork(keras.layers.Layer):
                 out_size=L.out_size, in_sampling_rate=L.in_sampling_rate, out_sampling_rate=L.out_sampling_rate,
                 in_cutoff=L.in_cutoff, out_cutoff=L.out_cutoff, in_half_width=L.in_half_width,
                 out_half_width=L.out_half_width, name=L.name, **layer_kwargs)
-            # plain attributes named like the original (L0_36_512, ...): tf.train.Checkpoint does not see
-            # Keras-wrapped lists
+            # attributes named like the original's modules (L0_36_512, ...): G.synthesis.L0_36_512 works as in the
+            # original, and tf.train.Checkpoint follows attributes (not Keras-wrapped lists)
             setattr(self, L.name, layer)
             names.append(L.name)
         self._layer_names = tuple(names)
-        self.built = True
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.num_ws, self.w_dim))
+        build_sublayers(self.input_layer, *self.synthesis_layers)
 
     @property
     def layer_names(self):

@@ -31,7 +31,7 @@ from ..ops.upfirdn2d import setup_filter, upsample2d
 from . import layers as _layers
 from .generator import GeneratorBase
 from .layers import (BUFFER, CONV, FILTER, FullyConnectedLayer, MappingNetwork, OriginalEntry, SynthesisInput,
-                     _check_kwargs)
+                     _check_kwargs, build_sublayers, check_build_shape, register)
 
 __all__ = ["Generator", "SynthesisNetwork", "SynthesisBlock", "SynthesisLayer", "ToRGBLayer", "NOISE_MODES",
            "INPUT_TYPES", "fourier_input_spec"]
@@ -122,18 +122,27 @@ def modulated_conv2d_sg2(x, weight, styles, noise=None, up=1, padding=0, resampl
     return x
 
 
-def _add_modconv_params(layer):
-    """Creates the parameters of a modulated-conv layer (SynthesisLayer, ToRGBLayer) in the original's order:
-    ``affine`` (w -> styles, bias init 1), ``weight [k, k, in, out] ~ N(0, 1)`` (scaled at run time by
-    ``weight_gain = 1/sqrt(in k^2)``) and ``bias`` (0)."""
+def _add_modconv_affine(layer):
+    """``__init__`` part of a modulated-conv layer (SynthesisLayer, ToRGBLayer): ``affine`` (w -> styles, bias init 1)
+    and ``weight_gain = 1/sqrt(in k^2)``; the variables come from :func:`_build_modconv_params`."""
     layer.weight_gain = 1.0 / math.sqrt(layer.in_channels * layer.kernel_size ** 2)
     layer.affine = FullyConnectedLayer(layer.w_dim, layer.in_channels, bias_init=1, name="affine")
+    layer.weight = layer.bias = None
+
+
+def _build_modconv_params(layer):
+    """``build`` part: creates, in the original's order, ``affine``'s variables, ``weight [k, k, in, out] ~ N(0, 1)``
+    (scaled at run time by ``weight_gain``) and ``bias`` (0)."""
+    build_sublayers(layer.affine)
     k = layer.kernel_size
     layer.weight = layer.add_weight(shape=(k, k, layer.in_channels, layer.out_channels),
-                                    initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight")
-    layer.bias = layer.add_weight(shape=(layer.out_channels,), initializer="zeros", name="bias")
+                                    initializer=keras.initializers.RandomNormal(0.0, 1.0), name="weight",
+                                    trainable=layer.trainable)
+    layer.bias = layer.add_weight(shape=(layer.out_channels,), initializer="zeros", name="bias",
+                                  trainable=layer.trainable)
 
 
+@register(name="StyleGAN2SynthesisLayer")
 class SynthesisLayer(keras.layers.Layer):
     """StyleGAN2 synthesis layer (``conv0`` / ``conv1``).
 
@@ -160,13 +169,18 @@ class SynthesisLayer(keras.layers.Layer):
         self.resample_filter_taps = [float(t) for t in np.ravel(resample_filter)]
         self.resample_filter = setup_filter(self.resample_filter_taps)                 # [4, 4], sum 1
         self.padding = self.kernel_size // 2
-        _add_modconv_params(self)
+        _add_modconv_affine(self)
+
+    def build(self, input_shape=None):
+        in_res = self.resolution // self.up
+        check_build_shape(self, input_shape, (in_res, in_res, self.in_channels))
+        _build_modconv_params(self)
         if self.use_noise:
             self.noise_const = self.add_weight(shape=(self.resolution, self.resolution),
                                                initializer=keras.initializers.RandomNormal(0.0, 1.0),
                                                trainable=False, name="noise_const")
-            self.noise_strength = self.add_weight(shape=(), initializer="zeros", name="noise_strength")
-        self.built = True
+            self.noise_strength = self.add_weight(shape=(), initializer="zeros", name="noise_strength",
+                                                  trainable=self.trainable)
 
     def call(self, x, w, noise_mode="random", gain=1.0):
         """x ``[N, H, W, in]`` (H = resolution / up), w ``[N, w_dim]`` -> ``[N, res, res, out]`` (x's dtype)."""
@@ -209,6 +223,7 @@ class SynthesisLayer(keras.layers.Layer):
         return cfg
 
 
+@register(name="StyleGAN2ToRGBLayer")
 class ToRGBLayer(keras.layers.Layer):
     """StyleGAN2 ToRGB: modulated 1x1 conv without demodulation (style x 1/sqrt(in k^2)), bias, clamp (linear).
 
@@ -223,8 +238,11 @@ class ToRGBLayer(keras.layers.Layer):
         self.w_dim, self.kernel_size = int(w_dim), int(kernel_size)
         self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
         self.channels_last = bool(channels_last)
-        _add_modconv_params(self)
-        self.built = True
+        _add_modconv_affine(self)
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.in_channels,))
+        _build_modconv_params(self)
 
     def call(self, x, w):
         """x ``[N, H, W, in]``, w ``[N, w_dim]`` -> ``[N, H, W, out]`` (x's dtype)."""
@@ -244,6 +262,7 @@ class ToRGBLayer(keras.layers.Layer):
         return cfg
 
 
+@register(name="StyleGAN2SynthesisBlock")
 class SynthesisBlock(keras.layers.Layer):
     """One resolution of the StyleGAN2 synthesis network.
 
@@ -276,10 +295,7 @@ class SynthesisBlock(keras.layers.Layer):
         self.num_torgb = 0
         lk = dict(w_dim=self.w_dim, resolution=self.resolution, resample_filter=self.resample_filter_taps,
                   conv_clamp=conv_clamp, **layer_kwargs)
-        if self.in_channels == 0 and self.input_type == "const":
-            self.const = self.add_weight(shape=(self.resolution, self.resolution, self.out_channels),
-                                         initializer=keras.initializers.RandomNormal(0.0, 1.0), name="const")
-        elif self.in_channels != 0:
+        if self.in_channels != 0:
             self.conv0 = SynthesisLayer(self.in_channels, self.out_channels, up=2, name="conv0", **lk)
             self.num_conv += 1
         self.conv1 = SynthesisLayer(self.out_channels, self.out_channels, name="conv1", **lk)
@@ -292,7 +308,15 @@ class SynthesisBlock(keras.layers.Layer):
             from .discriminator import Conv2dLayer
             self.skip = Conv2dLayer(self.in_channels, self.out_channels, kernel_size=1, bias=False, up=2,
                                     resample_filter=self.resample_filter_taps, name="skip")
-        self.built = True
+
+    def build(self, input_shape=None):
+        """Variables in the original's order: ``const`` (first block), conv0, conv1, torgb, skip."""
+        if self.in_channels == 0 and self.input_type == "const":
+            self.const = self.add_weight(shape=(self.resolution, self.resolution, self.out_channels),
+                                         initializer=keras.initializers.RandomNormal(0.0, 1.0), name="const",
+                                         trainable=self.trainable)
+        build_sublayers(getattr(self, "conv0", None), self.conv1, getattr(self, "torgb", None),
+                        getattr(self, "skip", None))
 
     def compute_dtype_for(self, force_fp32=False):
         return tf.float16 if (self.use_fp16 and not force_fp32 and _layers.fp16_enabled()) else tf.float32
@@ -357,6 +381,7 @@ class SynthesisBlock(keras.layers.Layer):
         return cfg
 
 
+@register(name="StyleGAN2SynthesisNetwork")
 class SynthesisNetwork(keras.layers.Layer):
     """StyleGAN2 synthesis network: blocks ``b4 ... b<img_resolution>``.
 
@@ -398,8 +423,11 @@ class SynthesisNetwork(keras.layers.Layer):
             self.num_ws += block.num_conv
             if res == r:
                 self.num_ws += block.num_torgb
-            setattr(self, f"b{res}", block)   # plain attributes (checkpoint-visible), named like the original
-        self.built = True
+            setattr(self, f"b{res}", block)   # attributes named like the original's (checkpoint-visible)
+
+    def build(self, input_shape=None):
+        check_build_shape(self, input_shape, (self.num_ws, self.w_dim))
+        build_sublayers(getattr(self, "input_layer", None), *self.blocks)
 
     @property
     def input(self):
@@ -472,7 +500,7 @@ def _json_default(o):
     raise TypeError(f"value {o!r} of type {type(o).__name__} is not JSON-serialisable")
 
 
-@keras.saving.register_keras_serializable(package="afgan_tf", name="StyleGAN2Generator")
+@register(name="StyleGAN2Generator")
 class Generator(GeneratorBase):
     """StyleGAN2 generator (snapshot class "stylegan2.Generator").
 
@@ -512,6 +540,6 @@ class Generator(GeneratorBase):
         mk.setdefault("num_layers", 8)
         self.mapping = MappingNetwork(z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws,
                                       name="mapping", **mk)
-        self.built = True
+        self.build()
 
 

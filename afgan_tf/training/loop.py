@@ -85,8 +85,8 @@ def _preload_custom_ops():
 
 def _tf_var(v):
     """The tf.Variable behind a Keras 3 Variable (the variable itself otherwise)."""
-    inner = getattr(v, "value", None)
-    return inner if isinstance(inner, tf.Variable) else v
+    from afgan_tf.networks.layers import tf_variable
+    return tf_variable(v)
 
 
 _ADAM_CLASS = None

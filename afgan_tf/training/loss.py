@@ -92,7 +92,8 @@ def _check_images(x, name):
 
 def _watchable(variables):
     """Keras 3 variables -> their backing tf.Variables (GradientTape.watch rejects Keras variables)."""
-    return [getattr(v, "value", v) if not isinstance(v, tf.Variable) else v for v in variables]
+    from afgan_tf.networks.layers import tf_variables
+    return tf_variables(variables)
 
 
 class StyleGAN2Loss(tf.Module):
