@@ -23,6 +23,7 @@ import math
 import tensorflow as tf
 
 from .blur import DInputBlur
+from .optim import tf_variable
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ def _check_images(x, name):
 
 def _watchable(variables):
     """Keras 3 variables -> their backing tf.Variables (GradientTape.watch rejects Keras variables)."""
-    return [getattr(v, "value", v) if not isinstance(v, tf.Variable) else v for v in variables]
+    return [tf_variable(v) for v in variables]
 
 
 class StyleGAN2Loss(tf.Module):
