@@ -4,6 +4,8 @@ small and the full-size StyleGAN3-T at 64x64, and the time split by phase.
   .venv/bin/python benchmarks/bench_train.py [--configs=small,full] [--res=64] [--batch=8] [--reps=3]
   .venv/bin/python benchmarks/bench_train.py --configs=small,small+ls      # cost of the loss-scaling path (fp32)
   .venv/bin/python benchmarks/bench_train.py --resume-skip=2000 [--batch=32]  # data repositioning on resume
+  .venv/bin/python benchmarks/bench_train.py --configs=small --compare=/tmp/old-checkout [--rounds=2]
+      # before/after: the same config timed alternately with this tree and another checkout (subprocesses)
 
 A config name with ``+ls`` runs with dynamic loss scaling on (float32 layers: it measures the bookkeeping only).
 ``--resume-skip=N``: time to the first batch after skipping N batches of the embedded 32x32 dataset, with
@@ -21,7 +23,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.environ.get("AFGAN_BENCH_ROOT", ROOT))
 
 import numpy as np  # noqa: E402
 
@@ -31,9 +33,22 @@ CONFIGS = {
 }
 
 
+def _dataset_fn(images):
+    def fn(*args):   # (global_batch, seed, skip) here; (ctx, per_replica_batch, seed, skip) in older checkouts
+        import tensorflow as tf
+        batch, seed, skip = args[-3:]
+        x = images.astype(np.float32) / 127.5 - 1
+        ds = tf.data.Dataset.from_tensor_slices((x, np.zeros([len(x), 0], np.float32)))
+        return ds.shuffle(len(x), seed=seed).repeat().batch(batch, drop_remainder=True).skip(skip)
+    return fn
+
+
 def bench(name, res, batch, reps, mbstd):
     import tensorflow as tf
-    from afgan_tf.training.loop import Trainer, array_dataset_fn
+    try:
+        from afgan_tf.training.trainer import Trainer
+    except ImportError:   # a checkout from before the trainer/run split (for --compare)
+        from afgan_tf.training.loop import Trainer
     from afgan_tf.training.options import resolve_options
     c = CONFIGS[name.split("+")[0]]
     opts = resolve_options(cfg="stylegan3-t", batch=batch, gamma=0.5, kimg=1, cbase=c["cbase"], cmax=c["cmax"],
@@ -43,23 +58,29 @@ def bench(name, res, batch, reps, mbstd):
     rng = np.random.RandomState(0)
     images = rng.randint(0, 255, [max(4 * batch, 32), res, res, 3]).astype(np.uint8)
     t0 = time.perf_counter()
-    tr = Trainer(opts, tf.distribute.get_strategy(), dataset_fn=array_dataset_fn(images)).build()
+    tr = Trainer(opts, tf.distribute.get_strategy(), dataset_fn=_dataset_fn(images)).build()
     build_s = time.perf_counter() - t0
     n_g = sum(int(np.prod(v.shape)) for v in tr.G.trainable_variables)
     n_d = sum(int(np.prod(v.shape)) for v in tr.D.trainable_variables)
     it = tr.make_iterator()
     reals, labels = next(it)
     step, nimg = tf.constant(0, tf.int64), tf.constant(0, tf.int64)
-    fns = dict(Gmain=tr.g_step, Dmain=tr.d_step, Dreg=tr.dreg_step)
+    steps = getattr(tr, "steps", None) or dict(Gmain=tr.g_step, Dmain=tr.d_step, Dreg=tr.dreg_step)
+    fns = {k: steps[k] for k in ("Gmain", "Dmain", "Dreg")}
+
+    def call(fn):
+        out = fn(reals, labels, step, nimg)
+        return {k: v.numpy() for k, v in out.get("stats", out).items()}
+
     times, trace = {}, {}
     for ph, fn in fns.items():
         t = time.perf_counter()
-        {k: v.numpy() for k, v in fn(reals, labels, step, nimg).items()}
+        call(fn)
         trace[ph] = time.perf_counter() - t
         ts = []
         for _ in range(reps):
             t = time.perf_counter()
-            {k: v.numpy() for k, v in fn(reals, labels, step, nimg).items()}
+            call(fn)
             ts.append(time.perf_counter() - t)
         times[ph] = float(np.median(ts))
     beta = tf.constant(0.99, tf.float32)
@@ -106,9 +127,14 @@ def main():
     ap.add_argument("--mbstd", type=int, default=4)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--resume-skip", type=int, default=0)
+    ap.add_argument("--compare", default=None, help="another checkout: time --configs there and here, alternately")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.resume_skip:
         return bench_resume_skip(a.resume_skip, a.batch)
+    if a.compare:
+        return compare(a)
     names = [n for n in a.configs.split(",") if n]
     bad = [n for n in names if n.split("+")[0] not in CONFIGS or n.split("+")[1:] not in ([], ["ls"])]
     if bad:
@@ -120,6 +146,9 @@ def main():
     for n in names:
         r = bench(n, a.res, a.batch, a.reps, a.mbstd)
         results.append(r)
+        if a.json:
+            import json
+            print("JSON " + json.dumps(dict(name=n, times=r["times"], sec_per_kimg=r["sec_per_kimg"])))
         t = r["times"]
         print(f"[{n}] G {r['params_G']:,} / D {r['params_D']:,} params; build {r['build_s']:.1f}s; first call "
               f"(trace) " + ", ".join(f"{k} {v:.1f}s" for k, v in r["trace"].items()))
@@ -135,6 +164,40 @@ def main():
               f"Gmain x{r['times']['Gmain'] / base['times']['Gmain']:.1f}, "
               f"Dmain x{r['times']['Dmain'] / base['times']['Dmain']:.1f}, "
               f"Dreg x{r['times']['Dreg'] / base['times']['Dreg']:.1f}")
+
+
+def compare(a):
+    """Time the first of --configs with another checkout (``--compare``, "before") and this tree ("after"),
+    alternately, each in a fresh subprocess; print per-phase medians and the after/before ratios."""
+    import json
+    import platform
+    import subprocess
+    name = a.configs.split(",")[0]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+               platform.processor())
+    flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+    isa = ",".join(f for f in ("avx2", "avx512f", "fma") if f in flags)
+    print(f"CPU: {cpu} ({isa}); config {name}, {a.res}x{a.res}, batch {a.batch}, median of {a.reps} per round, "
+          f"{a.rounds} rounds; load avg {os.getloadavg()[0]:.1f}")
+    runs = {"before": [], "after": []}
+    for _ in range(a.rounds):
+        for label, root in (("before", os.path.abspath(a.compare)), ("after", ROOT)):
+            cmd = [sys.executable, os.path.abspath(__file__), f"--configs={name}", f"--res={a.res}",
+                   f"--batch={a.batch}", f"--reps={a.reps}", f"--mbstd={a.mbstd}", "--json"]
+            env = dict(os.environ, PYTHONPATH=root, AFGAN_BENCH_ROOT=root)
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=root)
+            line = [l for l in out.stdout.splitlines() if l.startswith("JSON ")]
+            if out.returncode or not line:
+                raise SystemExit(f"{label} ({root}) failed:\n{out.stderr[-2000:]}")
+            runs[label].append(json.loads(line[0][5:]))
+            print(f"{label}: {runs[label][-1]['sec_per_kimg']:.1f} sec/kimg "
+                  + " ".join(f"{k} {v:.3f}s" for k, v in runs[label][-1]["times"].items()), flush=True)
+    med = {k: {ph: float(np.median([r["times"][ph] for r in v])) for ph in v[0]["times"]} for k, v in runs.items()}
+    spk = {k: float(np.median([r["sec_per_kimg"] for r in v])) for k, v in runs.items()}
+    print(f"before {spk['before']:.1f} sec/kimg, after {spk['after']:.1f} sec/kimg: after/before "
+          f"x{spk['after'] / spk['before']:.3f}; per phase " +
+          ", ".join(f"{ph} x{med['after'][ph] / med['before'][ph]:.3f}" for ph in med["after"]) +
+          f"; load avg {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -124,3 +124,73 @@ def test_real_networks_end_to_end(tmp_path, tiny_data):
               f"--resume={os.path.join(run_dir, 'network-snapshot-000000.npz')}")
     assert r3.returncode == 0, (r3.stdout + r3.stderr)[-3000:]
     assert "Loaded weights of G, D, G_ema" in r3.stdout
+
+
+# -- bad input: one line, the documented exit status, nothing left behind (issue: hostile / careless input) ----------
+
+@pytest.mark.parametrize("flag, words", [("--gamma=-1", "gamma"), ("--cfg=stylegan4", "stylegan4"),
+                                         ("--no-such-flag=1", "no-such-flag")])
+def test_bad_flags_exit_2_in_one_line(flag, words, tmp_path):
+    r = _run("--cfg=stylegan3-t", "--batch=8", "--gamma=1", flag, f"--outdir={tmp_path}", "-n")
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [l for l in r.stderr.splitlines() if l.strip() and "cuInit" not in l and "cuda" not in l.lower()
+             and not l.startswith(("WARNING: All log", "I0000", "E0000", "W0000"))]
+    assert len(lines) == 1 and words in lines[0] and lines[0].startswith("Error:"), lines
+    assert "Traceback" not in r.stderr
+
+
+def _numbered_dirs(d):
+    return [n for n in os.listdir(d) if n[:5].isdigit()] if os.path.isdir(d) else []
+
+
+@pytest.mark.parametrize("content", [b"\x80\x04\x95garbage that is not a pickle", b"",
+                                     b"PK\x03\x04 not really a zip"])
+def test_corrupt_resume_pickle_is_one_line_exit_1(content, tmp_path, tiny_data, capsys):
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(content)
+    out = tmp_path / "runs"
+    rc, o, err = _run_inprocess(["--cfg=stylegan3-t", "--batch=4", "--gamma=1", "--mbstd-group=2", "--cbase=256",
+                                 "--cmax=16", f"--data={tiny_data}", f"--outdir={out}", f"--resume={bad}"], capsys)
+    assert rc == 1, o + err
+    assert "Traceback" not in err and f"--resume={bad}" in err, err
+    assert len([l for l in err.splitlines() if l.startswith("Error:")]) == 1, err
+    assert _numbered_dirs(out) == []                         # no numbered run directory left behind
+
+
+def test_outdir_under_a_regular_file_is_one_line(tmp_path, tiny_data, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for outdir in (f, f / "runs"):
+        rc, o, err = _run_inprocess(["--cfg=stylegan3-t", "--batch=4", "--gamma=1", "--mbstd-group=2",
+                                     f"--data={tiny_data}", f"--outdir={outdir}"], capsys)
+        assert rc == 2, o + err
+        assert f"--outdir={outdir}" in err and "Traceback" not in err, err
+    assert f.read_text() == "x"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_outdir_is_one_line(tmp_path, tiny_data, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        rc, o, err = _run_inprocess(["--cfg=stylegan3-t", "--batch=4", "--gamma=1", "--mbstd-group=2",
+                                     f"--data={tiny_data}", f"--outdir={ro / 'runs'}"], capsys)
+    finally:
+        ro.chmod(0o700)
+    assert rc == 2 and "--outdir=" in err and "Traceback" not in err, err
+
+
+def test_failed_start_removes_the_numbered_run_directory(tmp_path, tiny_data, capsys, monkeypatch):
+    """A start that fails after the run directory was made (here: building the networks) removes it again."""
+    from afgan_tf.training import trainer as trainer_mod
+
+    def boom(self):
+        raise ValueError("no networks today")
+    monkeypatch.setattr(trainer_mod.Trainer, "build", boom)
+    out = tmp_path / "runs"
+    rc, o, err = _run_inprocess(["--cfg=stylegan3-t", "--batch=4", "--gamma=1", "--mbstd-group=2",
+                                 f"--data={tiny_data}", f"--outdir={out}"], capsys)
+    assert rc == 1 and "building the networks: no networks today" in err, o + err
+    assert "Run directory:" in o                              # it had been created ...
+    assert _numbered_dirs(out) == []                          # ... and is gone

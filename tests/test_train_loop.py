@@ -8,6 +8,7 @@ import pytest
 
 import test_train_stubs as stubs
 from afgan_tf.training import checkpoint, options, stats
+from afgan_tf.utils import write_json_atomic
 
 
 # -- options ------------------------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ def test_run_dir_naming_and_resume_order(tmp_path):
     assert os.path.basename(options.next_run_dir(str(tmp_path), o)).startswith("00008-")
     # fresh / in-place / weights / errors
     assert checkpoint.resolve_resume(None, str(tmp_path)).kind == "fresh"
-    options.write_json_atomic(os.path.join(d0, "training_options.json"), o)
+    write_json_atomic(os.path.join(d0, "training_options.json"), o)
     spec = checkpoint.resolve_resume(None, d0)
     assert spec.kind == "inplace" and spec.path is None
     npz = tmp_path / "net.npz"
@@ -164,16 +165,25 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, tf_default):
 
 
 def stubs_run(trainer, run_dir):
-    from afgan_tf.training.loop import run_training
+    from afgan_tf.training.run import run_training
     return run_training(trainer, str(run_dir), tensorboard=False, progress=False)
 
 
 def test_default_generator_follows_cfg():
-    """--cfg=stylegan2 builds the StyleGAN2 generator, the StyleGAN3 configs the StyleGAN3 one."""
+    """--cfg=stylegan2 builds the StyleGAN2 generator, the StyleGAN3 configs the StyleGAN3 one (by the class name the
+    options store, as the original's ``class_name``)."""
     from afgan_tf.networks import Generator
     from afgan_tf.networks import stylegan2
     from afgan_tf.networks.presets import generator_kwargs
-    from afgan_tf.training.loop import _default_generator
-    assert isinstance(_default_generator(generator_kwargs("stylegan2", 16, cbase=64, cmax=8)), stylegan2.Generator)
-    G3 = _default_generator(generator_kwargs("stylegan3-t", 16, cbase=64, cmax=8))
+    from afgan_tf.training.trainer import default_generator
+    from afgan_tf.training.options import resolve_options
+    o2 = resolve_options(cfg="stylegan2", batch=4, gamma=1.0)
+    assert o2["G_class"] == "afgan_tf.networks.stylegan2.Generator"
+    G2 = default_generator(o2)(generator_kwargs("stylegan2", 16, cbase=64, cmax=8))
+    assert isinstance(G2, stylegan2.Generator)
+    o3 = resolve_options(cfg="stylegan3-t", batch=4, gamma=1.0)
+    assert o3["G_class"] == "afgan_tf.networks.generator.Generator"
+    assert default_generator(dict(cfg="stylegan2"))(generator_kwargs("stylegan2", 16, cbase=64, cmax=8)).__class__ \
+        is stylegan2.Generator                                  # options written before G_class existed
+    G3 = default_generator(o3)(generator_kwargs("stylegan3-t", 16, cbase=64, cmax=8))
     assert isinstance(G3, Generator) and not isinstance(G3, stylegan2.Generator)

@@ -51,7 +51,7 @@ def test_loss_scaled_gradients_equal_float32_gradients(tf_default):
         t.make_iterator()
         t.train_iteration()
     for opt_a, opt_b in ((plain.G_opt, scaled.G_opt), (plain.D_opt, scaled.D_opt)):
-        for ma, mb in zip(opt_a._momentums, opt_b._momentums):
+        for ma, mb in zip(opt_a.m, opt_b.m):
             np.testing.assert_allclose(_np(mb), _np(ma), rtol=1e-6, atol=1e-12)
             assert np.abs(_np(ma)).max() > 0
     for va, vb in zip(plain.G.weights + plain.D.weights, scaled.G.weights + scaled.D.weights):
@@ -70,24 +70,24 @@ def test_overflow_skips_the_update_and_halves_the_scale_then_growth(tf_default):
     w_keep = _np(out_w)
     out_w.assign(np.sign(w_keep) * 1e35 + w_keep)
     g0 = [_np(v) for v in t.G.trainable_variables]
-    m0 = [_np(m) for m in t.G_opt._momentums]
-    it0 = int(t.G_opt.iterations.numpy())
-    t.g_step(reals, labels, tf.constant(0, tf.int64), tf.constant(0, tf.int64))
+    m0 = [_np(m) for m in t.G_opt.m]
+    it0 = [int(c.numpy()) for c in t.G_opt.t]
+    t.steps["Gmain"](reals, labels, tf.constant(0, tf.int64), tf.constant(0, tf.int64))
     for a, v in zip(g0, t.G.trainable_variables):
         np.testing.assert_array_equal(_np(v), a)                        # weights untouched
-    for a, m in zip(m0, t.G_opt._momentums):
+    for a, m in zip(m0, t.G_opt.m):
         np.testing.assert_array_equal(_np(m), a)                        # Adam state untouched
-    assert int(t.G_opt.iterations.numpy()) == it0
+    assert [int(c.numpy()) for c in t.G_opt.t] == it0
     assert float(ls.scale.numpy()) == 2.0 ** 14 and int(ls.skipped.numpy()) == 1
     assert int(ls.good_steps.numpy()) == 0
     out_w.assign(w_keep)
     # finite steps: applied; after growth_interval = 2 of them the scale doubles
     ls.scale.assign(2.0 ** 10)
-    t.g_step(reals, labels, tf.constant(1, tf.int64), tf.constant(8, tf.int64))
-    assert int(t.G_opt.iterations.numpy()) == it0 + 1
+    t.steps["Gmain"](reals, labels, tf.constant(1, tf.int64), tf.constant(8, tf.int64))
+    assert [int(c.numpy()) for c in t.G_opt.t] == [c + 1 for c in it0]
     assert float(ls.scale.numpy()) == 2.0 ** 10 and int(ls.good_steps.numpy()) == 1
     assert any(np.abs(_np(v) - a).max() > 0 for a, v in zip(g0, t.G.trainable_variables))
-    t.g_step(reals, labels, tf.constant(2, tf.int64), tf.constant(16, tf.int64))
+    t.steps["Gmain"](reals, labels, tf.constant(2, tf.int64), tf.constant(16, tf.int64))
     assert float(ls.scale.numpy()) == 2.0 ** 11 and int(ls.good_steps.numpy()) == 0
     assert int(ls.skipped.numpy()) == 1
 
@@ -145,7 +145,8 @@ def test_fp16_layers_train_with_loss_scaling(tf_default):
     """A tiny StyleGAN3 G and D with float16 layers (forced without a GPU) train 3 iterations with loss scaling:
     losses finite, weights move, the float16 layers really output float16."""
     from afgan_tf.networks import layers
-    from afgan_tf.training.loop import Trainer, array_dataset_fn
+    from afgan_tf.training.trainer import Trainer
+    from helpers_train import array_dataset_fn
     imgs = (np.random.RandomState(0).rand(16, RES16, RES16, 3) * 255).astype(np.uint8)
     layers.force_fp16(True)
     try:

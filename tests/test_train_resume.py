@@ -1,21 +1,27 @@
-"""Exact resume: N iterations straight == a run killed by a real SIGTERM, then resumed to N (deterministic mode).
+"""Interrupted runs end exactly like a straight run (deterministic mode, stand-in networks, subprocesses).
 
-Checks weights (G, D, G_ema), kimg, augment p, and that the checkpoint written on SIGTERM is intact.
+12 iterations of batch 8, a tick every 3 iterations (tick 0 closes after the first iteration, then steps 4, 7, 10,
+12), a snapshot every 2 ticks, a checkpoint every tick. Straight run vs
+* SIGTERM at step 1 (first iteration, closes tick 0), step 3 (middle of a tick), step 7 (closes a tick) and
+  step 12 (the last iteration), resuming after each; then the final snapshot deleted and the finished run resumed;
+* SIGKILL after tick 1's stats line (before its checkpoint), after step 7's iteration (before its tick's stats),
+  and inside the write of checkpoint 10 (leaves ``ckpt-10_temp``), resuming after each.
+Each ends with the same snapshots (names and every array), the same stats.jsonl lines (ticks, kimg, losses, p: no
+duplicates, no gaps), the same final checkpoint (every tensor) and no ``*_temp`` folder.
 """
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 
-from afgan_tf.training.checkpoint import verify_checkpoint
+from helpers_train import assert_same_run, run_files
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 STUBS = os.path.join(HERE, "test_train_stubs.py")
-N = 16
+N = 12
+COMMON = ["--snapshots", "--tick=0.024"]
 
 
 def _env():
@@ -24,44 +30,65 @@ def _env():
     return env
 
 
-def test_sigterm_then_resume_equals_straight_run(tmp_path):
-    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    # Both first runs in parallel (2 cores). The killed run sleeps per iteration so SIGTERM lands mid-run.
-    pa = subprocess.Popen([sys.executable, STUBS, straight, "default", "1", str(N)], env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    pb = subprocess.Popen([sys.executable, STUBS, killed, "default", "1", str(N), "--sleep=0.4"], env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    state_file = os.path.join(killed, "checkpoints", "checkpoint")
-    deadline = time.time() + 400
-    while not os.path.exists(state_file) and time.time() < deadline and pb.poll() is None:
-        time.sleep(0.2)
-    assert os.path.exists(state_file), "the run never wrote its first checkpoint"
-    time.sleep(0.5)
-    pb.send_signal(signal.SIGTERM)
-    out_b, _ = pb.communicate(timeout=300)
-    out_a, _ = pa.communicate(timeout=600)
-    assert pa.returncode == 0, out_a[-3000:]
-    assert pb.returncode == 0, out_b[-3000:]
-    assert "interrupted by SIGTERM" in out_b and "Traceback" not in out_b
-    wb = np.load(os.path.join(killed, "final-0.npz"))
-    k = int(wb["__step"])
-    assert 0 < k < N, k
-    ckpt_k = os.path.join(killed, "checkpoints", f"ckpt-{k}")
-    verify_checkpoint(ckpt_k, expected_keys=("G/", "D/", "G_ema/", "G_opt/", "D_opt/", "augment_p/", "step/"))
+def _run(run_dir, *args, expect=0):
+    r = subprocess.run([sys.executable, STUBS, run_dir, "default", "1", str(N), *COMMON, *args], env=_env(),
+                       capture_output=True, text=True, timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == expect, (r.returncode, out[-3000:])
+    assert "Traceback" not in out, out[-3000:]
+    return r.stdout
 
-    pc = subprocess.run([sys.executable, STUBS, killed, "default", "1", str(N), "--resume"], env=_env(),
-                        capture_output=True, text=True, timeout=600)
-    assert pc.returncode == 0, (pc.stdout + pc.stderr)[-3000:]
-    assert f"Resumed from checkpoint {ckpt_k}: step {k}" in pc.stdout
-    wa = np.load(os.path.join(straight, "final-0.npz"))
-    wc = np.load(os.path.join(killed, "final-0.npz"))
-    assert int(wa["__step"]) == int(wc["__step"]) == N
-    assert int(wa["__nimg"]) == int(wc["__nimg"]) == N * 8
-    assert float(wa["__p"]) == float(wc["__p"]) > 0
-    diffs = {key: float(np.abs(wa[key] - wc[key]).max()) for key in wa.files}
-    assert max(diffs.values()) == 0.0, {k: v for k, v in diffs.items() if v}
-    # the stats of both runs agree on the last tick's kimg
-    assert open(os.path.join(straight, "stats.jsonl")).read().count("\n") >= 2
+
+def _straight(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("straight"))
+    _run(d)
+    return d
+
+
+_STRAIGHT = {}
+
+
+def straight_files(tmp_path_factory):
+    if "files" not in _STRAIGHT:
+        _STRAIGHT["files"] = run_files(_straight(tmp_path_factory))
+    return _STRAIGHT["files"]
+
+
+def test_sigterm_at_every_position_of_a_tick(tmp_path, tmp_path_factory):
+    d = str(tmp_path / "run")
+    out = _run(d, "--sigterm-at=1")
+    assert "interrupted by SIGTERM" in out
+    for k, nxt in ((1, 3), (3, 7), (7, 12)):
+        out = _run(d, "--resume", f"--sigterm-at={nxt}")
+        assert f"Resumed from checkpoint {os.path.join(d, 'checkpoints', f'ckpt-{k}')}: step {k}" in out, out[-2000:]
+    assert "Training done" in out                 # SIGTERM in the last iteration: the run still ends normally
+    ref = straight_files(tmp_path_factory)
+    assert_same_run(ref, run_files(d))
+    w = np.load(os.path.join(d, "final-0.npz"))
+    assert int(w["__step"]) == N and float(w["__p"]) > 0
+    # a finished run resumed writes what its end should have written (here: the deleted final snapshot)
+    final = os.path.join(d, "network-snapshot-000000.npz")
+    assert sorted(ref["snapshots"]) == ["network-snapshot-000000.npz", "network-snapshot-img000008.npz",
+                                        "network-snapshot-img000056.npz", "network-snapshot-img000096.npz"]
+    os.remove(final)
+    out = _run(d, "--resume")
+    assert "Wrote the final snapshot" in out and "Training done" in out
+    assert_same_run(ref, run_files(d))
+
+
+def test_sigkill_around_stats_and_during_checkpoint_write(tmp_path, tmp_path_factory):
+    d = str(tmp_path / "run")
+    _run(d, "--kill-at=stats:4", expect=-9)               # tick 1's stats line written, its checkpoint not
+    assert os.path.exists(os.path.join(d, "checkpoints", "ckpt-1.index"))
+    assert not os.path.exists(os.path.join(d, "checkpoints", "ckpt-4.index"))
+    out = _run(d, "--resume", "--sigkill-at=7", expect=-9)  # iteration 7 done, tick 2's stats not yet written
+    assert "Dropped 1 log line(s)" in out
+    out = _run(d, "--resume", "--kill-in-ckpt=10", expect=-9)
+    assert os.path.isdir(os.path.join(d, "checkpoints", "ckpt-10_temp"))
+    out = _run(d, "--resume")
+    assert "ckpt-10_temp (a checkpoint write that did not finish)" in out
+    assert f"Resumed from checkpoint {os.path.join(d, 'checkpoints', 'ckpt-7')}" in out
+    assert_same_run(straight_files(tmp_path_factory), run_files(d))
 
 
 def test_restore_names_objects_missing_from_checkpoint(tmp_path):

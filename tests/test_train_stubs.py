@@ -6,7 +6,8 @@ a ``w_avg``-like buffer updated in the D phase (``update_emas=True``), so the lo
 
 Run as a script (used by the subprocess tests):
   python tests/test_train_stubs.py RUN_DIR STRATEGY REPLICAS STEPS [--resume] [--batch-gpu=N] [--nan-at=STEP]
-      [--stop-after=N] [--aug=ada|noaug] [--batch=B] [--sleep=S]
+      [--stop-at=STEP] [--sigterm-at=STEP] [--sigkill-at=STEP] [--kill-at=stats|checkpoint|saved:STEP] [--kill-in-ckpt=STEP]
+      [--snapshots] [--dump-first-batch] [--aug=ada|noaug] [--batch=B] [--tick=KIMG]
 It trains the stand-ins on a small synthetic dataset with the real loop and writes ``final.npz`` (all G, D, G_ema
 weights + step, kimg, p) into RUN_DIR when it finishes or is interrupted.
 """
@@ -104,12 +105,13 @@ def make_opts(batch=8, batch_gpu=None, replicas=1, kimg=None, steps=8, aug="noau
     return o
 
 
-def make_trainer(opts, strategy, log=print):
-    from afgan_tf.training.loop import Trainer, array_dataset_fn
+def make_trainer(opts, strategy, log=print, **kwargs):
+    from afgan_tf.training.trainer import Trainer
+    from helpers_train import array_dataset_fn
     G, D = make_networks()
     return Trainer(opts, strategy, dataset_fn=array_dataset_fn(dataset_images(), mirror=False),
                    make_generator=lambda kw: G(**kw), make_discriminator=lambda kw: D(**kw),
-                   make_augment_pipe=lambda o: StubAugment(), log=log).build()
+                   make_augment_pipe=lambda o: StubAugment(), log=log, **kwargs).build()
 
 
 def weights_of(trainer):
@@ -121,44 +123,69 @@ def weights_of(trainer):
     return out
 
 
+def snapshot_fn(path, trainer):
+    """Network snapshot of the stand-ins: every weight of G, D, G_ema (+ step), atomically."""
+    from afgan_tf.utils import write_atomic
+    w = weights_of(trainer)
+    w["__nimg"] = np.array(trainer.cur_nimg)
+    write_atomic(path, lambda fh: np.savez(fh, **w))
+    # tiny runs never reach 1 kimg, so every snapshot has the index 000000: keep each one under its image count too
+    write_atomic(os.path.join(os.path.dirname(path), f"network-snapshot-img{trainer.cur_nimg:06d}.npz"),
+                 lambda fh: np.savez(fh, **w))
+
+
 def main(argv):
     run_dir, strategy_kind, replicas, steps = argv[1], argv[2], int(argv[3]), int(argv[4])
     extra = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "1") for a in argv[5:])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import signal
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
-    from afgan_tf.training import checkpoint, distribute, loop
+    from afgan_tf.training import checkpoint, distribute
+    from afgan_tf.training.run import run_training
     strategy = distribute.make_strategy(strategy_kind, cpu_replicas=replicas if strategy_kind == "mirrored" else 0)
     task_id, num_workers, is_chief = distribute.worker_info(strategy)
     batch = int(extra.get("batch", 8))
     opts = make_opts(batch=batch, batch_gpu=int(extra["batch-gpu"]) if "batch-gpu" in extra else None,
-                     replicas=strategy.num_replicas_in_sync, steps=steps, aug=extra.get("aug", "ada"))
+                     replicas=strategy.num_replicas_in_sync, steps=steps, aug=extra.get("aug", "ada"),
+                     tick=float(extra["tick"]) if "tick" in extra else None)
     opts["ada_kimg"] = 0.1  # large p steps so that p visibly moves in a few iterations
     opts["ada_target"] = float(extra.get("ada-target", -2.0))  # below any sign mean: p rises every 4 steps
     trainer = make_trainer(opts, strategy)
-    if "nan-at" in extra:
-        nan_at = int(extra["nan-at"])
-        orig = trainer.train_iteration
-
-        def poisoned(*a, **k):
-            if trainer.step == nan_at:
-                trainer.G.weights[0].assign(tf.fill(trainer.G.weights[0].shape, np.float32("nan")))
-            return orig(*a, **k)
-        trainer.train_iteration = poisoned
-    if "sleep" in extra:
-        orig2 = trainer.train_iteration
-        delay = float(extra["sleep"])
-
-        def slow(*a, **k):
-            import time
-            time.sleep(delay)
-            return orig2(*a, **k)
-        trainer.train_iteration = slow
     os.makedirs(run_dir, exist_ok=True)
+    if "dump-first-batch" in extra:    # this worker's replicas' rows of the first global batch
+        first = next(trainer.make_iterator())[0]
+        np.save(os.path.join(run_dir, f"first-batch-{task_id}.npy"),
+                np.concatenate([x.numpy() for x in strategy.experimental_local_results(first)], 0))
+    orig = trainer.train_iteration
+
+    def wrapped(*a, **k):
+        if "nan-at" in extra and trainer.step == int(extra["nan-at"]):
+            trainer.G.weights[0].assign(tf.fill(trainer.G.weights[0].shape, np.float32("nan")))
+        out = orig(*a, **k)
+        if "sigterm-at" in extra and trainer.step == int(extra["sigterm-at"]):
+            os.kill(os.getpid(), signal.SIGTERM)            # a real signal, in the iteration reaching this step
+        if "sigkill-at" in extra and trainer.step == int(extra["sigkill-at"]):
+            os.kill(os.getpid(), signal.SIGKILL)            # after the iteration, before its tick-end work
+        return out
+    trainer.train_iteration = wrapped
+
+    def hook(event, tr):                                      # --kill-at=EVENT:STEP -> SIGKILL there
+        if "kill-at" in extra and extra["kill-at"] == f"{event}:{tr.step}":
+            os.kill(os.getpid(), signal.SIGKILL)
+    if "kill-in-ckpt" in extra:                               # SIGKILL inside the checkpoint write of that step
+        from tensorflow.python.checkpoint import functional_saver
+        merge = functional_saver.gen_io_ops.merge_v2_checkpoints
+
+        def killing_merge(prefixes, prefix, *a, **k):
+            if f"ckpt-{extra['kill-in-ckpt']}" in str(prefix.numpy() if hasattr(prefix, "numpy") else prefix):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return merge(prefixes, prefix, *a, **k)
+        functional_saver.gen_io_ops.merge_v2_checkpoints = killing_merge
     resume = checkpoint.resolve_resume(run_dir if "resume" in extra else None, None)
-    status = loop.run_training(trainer, run_dir, resume=resume, is_chief=is_chief, tensorboard=False,
-                               stop_after_steps=int(extra["stop-after"]) if "stop-after" in extra else None,
-                               progress=False)
+    status = run_training(trainer, run_dir, resume=resume, is_chief=is_chief, tensorboard=False,
+                          stop_at_step=int(extra["stop-at"]) if "stop-at" in extra else None, progress=False,
+                          snapshot_fn=snapshot_fn if "snapshots" in extra else None, event_hook=hook)
     w = weights_of(trainer)
     w["__step"] = np.array(trainer.step)
     w["__nimg"] = np.array(trainer.cur_nimg)
@@ -192,10 +219,14 @@ def compare_strategies(steps=6, batch=8):
     for net_a, net_b in ((ta.G, tb.G), (ta.D, tb.D), (ta.G_ema, tb.G_ema)):
         for va, vb in zip(net_a.weights, net_b.weights):
             vb.assign(tf.convert_to_tensor(va))
+    firsts = []
     for t in (ta, tb):
+        first = next(t.make_iterator())[0]
+        firsts.append(np.concatenate([x.numpy() for x in t.strategy.experimental_local_results(first)], 0))
         t.make_iterator()
         for _ in range(steps):
             t.train_iteration()
+    print("FIRSTBATCH", firsts[0].shape[0], firsts[1].shape[0], bool(np.array_equal(firsts[0], firsts[1])))
     wa, wb = weights_of(ta), weights_of(tb)
     print("MAXDIFF", max(float(np.abs(wa[k] - wb[k]).max()) for k in wa))
     print("MAXCHANGE", max(float(np.abs(wa[k] - w0[k]).max()) for k in wa))
@@ -205,8 +236,8 @@ def compare_strategies(steps=6, batch=8):
 
 def check_sanitise_after_reduction():
     """MirroredStrategy over 2 logical CPUs: replica 0's gradient of D's conv bias holds +inf, NaN, -inf; replica 1's
-    is finite. The loop reduces first, then sanitises: the applied gradient (= Adam's first moment, beta1 = 0) is
-    [1e5, 0, -1e5, sum, ...]. With loss scaling the same gradients skip the step on both replicas."""
+    is finite. The loop reduces first (sum / 2, the original's mean over GPUs), then sanitises: the applied gradient
+    (= Adam's first moment, beta1 = 0) is [1e5, 0, -1e5, mean, ...]. With loss scaling the same gradients skip the step on both replicas."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     from afgan_tf.training import distribute
@@ -219,35 +250,35 @@ def check_sanitise_after_reduction():
         opts["loss_scaling"] = loss_scaling
         opts["loss_scale_kwargs"] = dict(initial_scale=4.0, growth_interval=2000)
         t = make_trainer(opts, strategy, log=lambda *a: None)
-        bias = [i for i, v in enumerate(t._d_vars) if tuple(v.shape) == (8,)]
-        assert len(bias) == 1, [tuple(v.shape) for v in t._d_vars]
+        bias = [i for i, v in enumerate(t._vars["D"]) if tuple(v.shape) == (8,)]
+        assert len(bias) == 1, [tuple(v.shape) for v in t._vars["D"]]
         bi = bias[0]
         before = [[x.numpy() for x in strategy.experimental_local_results(tf.convert_to_tensor(v))]
-                  for v in t._d_vars]
+                  for v in t._vars["D"]]
 
         @tf.function
         def step():
             def fn():
                 rid = tf.distribute.get_replica_context().replica_id_in_sync_group
                 g_bias = tf.where(tf.equal(rid, 0), tf.constant(r0), tf.constant(r1))
-                grads = [g_bias if i == bi else tf.zeros(v.shape, v.dtype) for i, v in enumerate(t._d_vars)]
-                t._apply("Dmain", t.D_opt, grads, t._d_vars)
+                grads = [g_bias if i == bi else tf.zeros(v.shape, v.dtype) for i, v in enumerate(t._vars["D"])]
+                t._apply("Dmain", t.D_opt, grads, t._vars["D"])
             strategy.run(fn)
         step()
-        m = t.D_opt._momentums[bi]
+        m = t.D_opt.m[bi]
         ms = [x.numpy() for x in strategy.experimental_local_results(m)]
         if not loss_scaling:
-            want = np.array([1e5, 0, -1e5, 2.0, 0.75, 0, 0, 0], np.float32)
+            want = np.array([1e5, 0, -1e5, 1.0, 0.375, 0, 0, 0], np.float32)
             for mv in ms:
                 np.testing.assert_array_equal(mv, want)
             print("SANITISE-OK", ms[0].tolist(), flush=True)
         else:
             for mv in ms:
                 np.testing.assert_array_equal(mv, np.zeros(8, np.float32))
-            for v, b in zip(t._d_vars, before):
+            for v, b in zip(t._vars["D"], before):
                 for x, y in zip(strategy.experimental_local_results(v), b):
                     np.testing.assert_array_equal(tf.convert_to_tensor(x).numpy(), y)
             ls = t.loss_scales["Dmain"]
             assert float(ls.scale.numpy()) == 2.0 and int(ls.skipped.numpy()) == 1, (ls.scale, ls.skipped)
-            assert int(t.D_opt.iterations.numpy()) == 0
+            assert all(int(c.numpy()) == 0 for c in t.D_opt.t)
             print("SKIP-OK", flush=True)

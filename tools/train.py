@@ -9,7 +9,9 @@
 Resume order: --resume=RUN_DIR|CKPT (full state), --resume=PKL|NPZ (weights only, like the original), --outdir
 pointing at a run directory (continue it in place), else a new numbered run directory. SIGTERM / SIGINT finish
 the current iteration, save a checkpoint and exit with status 0. Exit status: 0 done or interrupted cleanly,
-1 error (message on stderr; a NaN/Inf loss keeps the last good checkpoint), 2 bad flags.
+1 error (message on stderr; a NaN/Inf loss keeps the last good checkpoint; a corrupt --resume file), 2 bad
+flags (unknown or out-of-range values, an --outdir that cannot hold a run directory). A start that fails leaves no
+numbered run directory.
 """
 import json
 import os
@@ -83,6 +85,16 @@ def run(fv):
         spec = checkpoint.resolve_resume(flag("resume"), flag("outdir"))
     except FileNotFoundError as e:
         return fail(e, 2)
+    if spec.kind == "weights":   # read (and check) the network file before anything is built or written
+        import pickle
+        import zipfile
+        from afgan_tf import convert
+        try:
+            spec.networks = convert.load_network(spec.path)
+        except (ValueError, OSError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
+            return fail(f"--resume={spec.path}: {e}")
+        except MemoryError:   # e.g. a pickle frame claiming more bytes than the machine has
+            return fail(f"--resume={spec.path}: the file claims more memory than is available (corrupt or hostile)")
     from afgan_tf import data as data_lib
     from afgan_tf.networks.layers import fp16_enabled
     if spec.kind == "inplace":
@@ -129,62 +141,32 @@ def run(fv):
         print("Dry run; exiting.")
         return 0
 
-    # 5. Run directory, log ---------------------------------------------------------------------------------------------
-    from afgan_tf.training import loop, stats
+    # 5. Run directory, trainer, training (afgan_tf.training.session) ----------------------------------------------------
+    from afgan_tf.training.session import TrainError, train
+    if spec.kind != "inplace":
+        try:                      # --outdir must be a directory we can create and write to
+            os.makedirs(flag("outdir"), exist_ok=True)
+            if not os.access(flag("outdir"), os.W_OK | os.X_OK):
+                raise PermissionError("not writable")
+        except OSError as e:
+            return fail(f"--outdir={flag('outdir')}: cannot create a run directory there ({e.strerror or e})", 2)
     run_dir = spec.run_dir if spec.kind == "inplace" else options.next_run_dir(flag("outdir"), opts)
-    logger = None
-    if is_chief:
-        os.makedirs(run_dir, exist_ok=True)
-        options.write_json_atomic(os.path.join(run_dir, "training_options.json"), opts)
-        logger = stats.Logger(os.path.join(run_dir, "log.txt"))
-    if is_chief:
-        print(f"Run directory: {run_dir}")
-    print(f"Strategy: {opts['strategy']} ({replicas} replica(s), worker {task_id} of {num_workers}); "
-          f"data: {data_path}; resume: {spec.kind}{' from ' + str(spec.path) if spec.path else ''}")
-
-    # 6. Trainer ----------------------------------------------------------------------------------------------------------
-    def dataset_fn(ctx, per_replica_batch, seed, skip_batches):
-        ds = data_lib.make_dataset(data_path, batch_size=per_replica_batch * ctx.num_replicas_in_sync,
-                                   mirror=opts["mirror"], shuffle=True, repeat=True, seed=seed, input_context=ctx,
-                                   use_labels=opts["cond"], skip=skip_batches)  # skips before decoding
-        return ds
-
+    created = is_chief and not os.path.exists(run_dir)
+    ok = False
     try:
-        trainer = loop.Trainer(opts, strategy, dataset_fn=dataset_fn).build()
-    except (ValueError, TypeError) as e:
-        return fail(f"building the networks: {e}")
-    n_g = sum(int(tf.size(v)) for v in trainer.G.trainable_variables)
-    n_d = sum(int(tf.size(v)) for v in trainer.D.trainable_variables)
-    print(f"G: {n_g:,} trainable parameters; D: {n_d:,}")
-    gw, gh = stats.grid_size(opts["G_kwargs"]["img_resolution"], max_images=flag("grid-max"))
-    reals = next(iter(data_lib.make_dataset(data_path, batch_size=gw * gh, shuffle=False, repeat=True,
-                                            use_labels=opts["cond"])))
-    real_grid = (reals[0].numpy(), reals[1].numpy())
-
-    def snapshot_fn(path, tr):
-        from afgan_tf import convert
-        convert.save_network_snapshot(path, dict(G=tr.G, D=tr.D, G_ema=tr.G_ema),
-                                      extra=dict(training_set_kwargs=dict(path=data_path, mirror=opts["mirror"]),
-                                                 cur_nimg=tr.cur_nimg, augment_p=tr.augment_p, cfg=opts["cfg"]))
-
-    metrics_fn = None
-    if opts["metrics"]:
-        from afgan_tf.metrics import metric_main
-        metrics_fn = metric_main.make_training_metrics_fn(data_path, inception=flag("inception"),
-                                                          seed=opts["random_seed"])
-
-    # 7. Train ----------------------------------------------------------------------------------------------------------
-    try:
-        status = loop.run_training(trainer, run_dir, resume=spec, is_chief=is_chief, ckpt_ticks=opts["ckpt_ticks"],
-                                   ckpt_keep=opts["ckpt_keep"], max_grid_images=flag("grid-max"),
-                                   snapshot_fn=snapshot_fn, metrics_fn=metrics_fn, real_grid=real_grid)
-    except checkpoint.ResumeError as e:
+        status = train(opts, strategy, spec, run_dir, is_chief=is_chief, grid_max=flag("grid-max"),
+                       inception=flag("inception"),
+                       describe=f"Strategy: {opts['strategy']} ({replicas} replica(s), worker {task_id} of "
+                                f"{num_workers}); data: {data_path}; resume: {spec.kind}"
+                                f"{' from ' + str(spec.path) if spec.path else ''}")
+        ok = True
+    except TrainError as e:
         return fail(e)
     finally:
-        if logger is not None:
-            logger.close()
-    if status["error"]:
-        return fail(status["error"])
+        # a start that failed before the first checkpoint leaves no numbered run directory behind
+        if created and not ok and checkpoint.latest_checkpoint(run_dir) is None and os.path.isdir(run_dir):
+            import shutil
+            shutil.rmtree(run_dir, ignore_errors=True)
     if status["interrupted"]:
         print(f"Interrupted ({status['interrupted']}) at kimg {status['kimg']:.3f}; continue with: "
               f"python tools/train.py --outdir={run_dir}")
@@ -193,7 +175,16 @@ def run(fv):
     return 0
 
 
+def parse_flags(argv):
+    """absl's parser, but a bad flag is one line and exit status 2 (as documented), not absl's status 1."""
+    try:
+        return FLAGS(argv)
+    except absl_flags.Error as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     from flags import train_flags
     train_flags.define_flags(FLAGS)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

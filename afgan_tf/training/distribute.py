@@ -106,5 +106,33 @@ def worker_info(strategy):
     return int(task_id), int(num_workers), bool(is_chief)
 
 
+def per_replica_slices(ds, ctx, global_batch):
+    """Global batches -> this input pipeline's per-replica batches, in replica order.
+
+    Every input pipeline (one per worker) reads the same global stream and keeps the rows of its replicas: replica
+    ``r`` (``replica_id_in_sync_group``) gets rows ``[r * per_replica, (r + 1) * per_replica)`` of each global batch.
+    So the data order depends only on the seed and the global batch, not on the strategy or the number of workers
+    (each worker decodes the whole global batch: the price of that guarantee).
+    """
+    n = ctx.num_replicas_in_sync
+    if n == 1:
+        return ds
+    if global_batch % n:
+        raise ValueError(f"global batch {global_batch} is not divisible by {n} replicas")
+    per = global_batch // n
+    local = n // ctx.num_input_pipelines
+    start = ctx.input_pipeline_id * local * per
+
+    def replica_batches(*xs):   # [B, ...] -> `local` elements [per, ...] (no unbatch: it crashes on [B, 0] labels)
+        rows = tf.data.Dataset.range(local)
+        return rows.map(lambda j: tuple(x[start + tf.cast(j, tf.int32) * per:start + (tf.cast(j, tf.int32) + 1) * per]
+                                        for x in xs))
+
+    out = ds.flat_map(replica_batches)
+    # keep the static per-replica shapes (the slices lose the batch dimension's size)
+    shapes = [tf.TensorShape([per]).concatenate(spec.shape[1:]) for spec in tf.nest.flatten(ds.element_spec)]
+    return out.map(lambda *xs: tuple(tf.ensure_shape(x, shp) for x, shp in zip(xs, shapes)))
+
+
 def strategy_name(strategy):
     return type(strategy).__name__

@@ -112,9 +112,13 @@ class EmaUpdater:
     def beta(self, cur_nimg):
         return ema_beta(cur_nimg, self.batch, self.ema_kimg, self.ema_rampup)
 
-    @tf.autograph.experimental.do_not_convert
     def update(self, cur_nimg):
-        beta = self.beta(cur_nimg)
+        """One EMA step for the image count ``cur_nimg`` before the step; returns beta."""
+        return self.apply_beta(self.beta(cur_nimg))
+
+    @tf.autograph.experimental.do_not_convert
+    def apply_beta(self, beta):
+        """One EMA step with a given ``beta`` (e.g. computed in Python float64 and passed to a compiled step)."""
         if _in_replica_context_of_strategy():
             def merge_fn(strategy, beta):
                 self._cross_replica_update(strategy, beta)

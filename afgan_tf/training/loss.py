@@ -23,6 +23,7 @@ import math
 import tensorflow as tf
 
 from .blur import DInputBlur
+from afgan_tf.networks.layers import tf_variables
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -89,11 +90,6 @@ def _check_images(x, name):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-
-def _watchable(variables):
-    """Keras 3 variables -> their backing tf.Variables (GradientTape.watch rejects Keras variables)."""
-    from afgan_tf.networks.layers import tf_variables
-    return tf_variables(variables)
 
 
 class StyleGAN2Loss(tf.Module):
@@ -235,7 +231,7 @@ class StyleGAN2Loss(tf.Module):
     # -- loss + gradients -----------------------------------------------------------------------------------------
     def gmain_grads(self, gen_z, gen_c, cur_nimg=0, variables=None, gain=1.0):
         """Returns ``(loss, grads for variables (default G.trainable_variables), stats)``."""
-        variables = _watchable(variables if variables is not None else self.G.trainable_variables)
+        variables = tf_variables(variables if variables is not None else self.G.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss, stats = self.gmain_loss(gen_z, gen_c, cur_nimg)
@@ -244,7 +240,7 @@ class StyleGAN2Loss(tf.Module):
 
     def dmain_grads(self, real_img, real_c, gen_z, gen_c, cur_nimg=0, variables=None, gain=1.0):
         """Returns ``(loss, grads for variables (default D.trainable_variables), stats)``."""
-        variables = _watchable(variables if variables is not None else self.D.trainable_variables)
+        variables = tf_variables(variables if variables is not None else self.D.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss, stats = self.dmain_loss(real_img, real_c, gen_z, gen_c, cur_nimg)
@@ -253,7 +249,7 @@ class StyleGAN2Loss(tf.Module):
 
     def dreg_grads(self, real_img, real_c, cur_nimg=0, gain=16.0, variables=None):
         """Lazy R1. Returns ``(loss incl. gain, grads for variables (default D.trainable_variables), stats)``."""
-        variables = _watchable(variables if variables is not None else self.D.trainable_variables)
+        variables = tf_variables(variables if variables is not None else self.D.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss, stats = self.dreg_loss(real_img, real_c, cur_nimg, gain)
@@ -261,7 +257,7 @@ class StyleGAN2Loss(tf.Module):
 
     def greg_grads(self, gen_z, gen_c, gain=4.0, variables=None):
         """Path-length regularisation. Returns ``(loss incl. gain, grads, stats)``."""
-        variables = _watchable(variables if variables is not None else self.G.trainable_variables)
+        variables = tf_variables(variables if variables is not None else self.G.trainable_variables)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(variables)
             loss, stats = self.greg_loss(gen_z, gen_c, gain)

@@ -112,6 +112,7 @@ def resolve_options(*, cfg, batch, gamma, data=None, outdir="training-runs", bat
     if desc is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]*", desc):
         raise OptionError(f"--desc: only letters, digits and _.+- are allowed in a directory name, got {desc!r}")
 
+    from afgan_tf.networks import presets
     d = CONFIG_DEFAULTS[cfg]
     map_depth = d["map_depth"] if map_depth is None else int(map_depth)
     glr = d["glr"] if glr is None else float(glr)
@@ -119,19 +120,21 @@ def resolve_options(*, cfg, batch, gamma, data=None, outdir="training-runs", bat
     G_kwargs, D_kwargs = network_kwargs(cfg, batch, cbase, cmax, map_depth, mbstd_group, freezed,
                                         fp32, img_resolution, img_channels, c_dim)
     D_reg_interval = 16
-    r = D_reg_interval / (D_reg_interval + 1)
     G_reg_interval = d["G_reg_interval"]
-    g_mb = 1.0
-    if G_reg_interval:
-        g_mb = G_reg_interval / (G_reg_interval + 1)
+    from afgan_tf.training.loss import lazy_adam_params   # the original's mb_ratio = interval / (interval + 1)
+    g_lr, (g_b1, g_b2) = lazy_adam_params(glr, (0.0, 0.99), G_reg_interval)
+    d_lr, (d_b1, d_b2) = lazy_adam_params(dlr, (0.0, 0.99), D_reg_interval)
     opts = dict(
         cfg=cfg, preset=preset, data=data, dataset_name=dataset_name, dataset_size=dataset_size,
         res=int(res), outdir=outdir, cond=bool(cond), mirror=bool(mirror),
         batch_size=batch, batch_gpu=batch_gpu, num_replicas=int(num_replicas), num_workers=int(num_workers),
         per_replica_batch=per_replica, num_accumulation=per_replica // batch_gpu,
         G_kwargs=G_kwargs, D_kwargs=D_kwargs,
-        G_opt_kwargs=dict(learning_rate=glr * g_mb, beta_1=0.0, beta_2=0.99 ** g_mb, epsilon=1e-8),
-        D_opt_kwargs=dict(learning_rate=dlr * r, beta_1=0.0, beta_2=0.99 ** r, epsilon=1e-8),
+        # the classes to build, by name as the original stores them (a new loss or network = a config change)
+        G_class=_class_name(presets.generator_class(cfg)), D_class="afgan_tf.networks.discriminator.Discriminator",
+        loss_class="afgan_tf.training.loss.StyleGAN2Loss",
+        G_opt_kwargs=dict(learning_rate=g_lr, beta_1=g_b1, beta_2=g_b2, epsilon=1e-8),
+        D_opt_kwargs=dict(learning_rate=d_lr, beta_1=d_b1, beta_2=d_b2, epsilon=1e-8),
         glr=glr, dlr=float(dlr), G_reg_interval=G_reg_interval, D_reg_interval=D_reg_interval,
         loss_kwargs=dict(r1_gamma=float(gamma), style_mixing_prob=d["style_mixing_prob"],
                          pl_weight=d["pl_weight"], pl_batch_shrink=2, pl_decay=0.01,
@@ -149,6 +152,22 @@ def resolve_options(*, cfg, batch, gamma, data=None, outdir="training-runs", bat
         deterministic=bool(deterministic),
     )
     return opts
+
+
+def _class_name(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def construct_class(class_name, *args, **kwargs):
+    """``module.Class(*args, **kwargs)`` for a dotted class name from the options (``G_class``, ``D_class``,
+    ``loss_class``)."""
+    import importlib
+    module, _, name = str(class_name).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise OptionError(f"class {class_name!r} named in the training options cannot be imported ({e})") from None
+    return cls(*args, **kwargs)
 
 
 def _parse_metrics(metrics):
@@ -204,15 +223,6 @@ def next_run_dir(outdir, opts):
 def is_run_dir(path):
     """A directory written by this trainer (has training_options.json)."""
     return os.path.isfile(os.path.join(path, "training_options.json"))
-
-
-def write_json_atomic(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_options(run_dir):

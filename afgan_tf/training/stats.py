@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from afgan_tf.utils import format_time, write_atomic
+
 
 class Collector:
     """Sums of per-sample values per stat name; ``as_dict()`` gives ``{name: {num, mean, std}}``."""
@@ -52,6 +54,14 @@ class Collector:
 
     def reset(self):
         self._acc = {}
+
+    def state(self, prefixes=("",)):
+        """The sums of the names starting with one of ``prefixes`` (JSON-serialisable; :meth:`load` adds them)."""
+        return {k: list(v) for k, v in self._acc.items() if k.startswith(tuple(prefixes))}
+
+    def load(self, state):
+        for k, v in state.items():
+            self.add(k, *v)
 
 
 class StatsWriter:
@@ -187,17 +197,6 @@ def gpu_memory_gb():
         return float("nan")
 
 
-def format_time(seconds):
-    s = int(np.rint(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {(s // 60) % 60:02d}m"
-    return f"{s // 86400}d {(s // 3600) % 24:02d}h"
-
-
 def tick_line(tick, kimg, total_sec, sec_per_tick, sec_per_kimg, images_per_sec, maint_sec, cpu_gb, gpu_gb,
               augment_p, eta_sec):
     """One status line per tick (the original's fields plus images/s and ETA)."""
@@ -248,7 +247,5 @@ def save_image_grid(images, path, gw, gh, drange=(-1, 1)):
     import PIL.Image
     grid = images_to_grid(images, gw, gh, drange)
     img = PIL.Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid, "L" if grid.shape[2] == 1 else "RGB")
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    img.save(tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: img.save(fh, format="PNG"))
     return grid
