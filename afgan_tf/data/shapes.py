@@ -89,33 +89,54 @@ def sample_params(count, resolution, seed=0):
     return dict(kind=kind, size=size, cx=cx, cy=cy, bg=bg, fg=fg)
 
 
-def coverage(kind, cx, cy, size, resolution, subsamples=SUBSAMPLES):
+def coverage(kind, cx, cy, size, resolution, subsamples=SUBSAMPLES, grad=False):
     """Fraction of each pixel covered by the shape: ``[N, R, R]`` float64 (see the module docstring).
 
-    ``kind, cx, cy, size``: ``[N]`` arrays (size = equivalent radius / R, centre in pixels)."""
+    ``kind, cx, cy, size``: ``[N]`` arrays (size = equivalent radius / R, centre in pixels). ``grad``: also
+    return the derivatives ``[N, R, R, 3]`` with respect to (cx, cy, equivalent radius in pixels) — exact where
+    the coverage is differentiable (used by the least-squares fit of ``afgan_tf.metrics.shapes``)."""
     R = int(resolution)
     kind = np.asarray(kind).reshape(-1)
     cx, cy, size = (np.asarray(v, np.float64).reshape(-1, 1) for v in (cx, cy, size))  # [N, 1]
     n = kind.shape[0]
     out = np.empty([n, R, R])
+    dout = np.zeros([n, R, R, 3]) if grad else None
     edges = np.arange(R, dtype=np.float64)  # pixel left/top edges
     sq = kind == 1
     if sq.any():  # exact: product of the 1-D overlaps of [i, i+1] with [c - h, c + h]
         h = size[sq] * R * SQUARE_HALF
-        ox = np.clip(np.minimum(edges + 1, cx[sq] + h) - np.maximum(edges, cx[sq] - h), 0, 1)  # [n, R]
-        oy = np.clip(np.minimum(edges + 1, cy[sq] + h) - np.maximum(edges, cy[sq] - h), 0, 1)
+
+        def overlap(c):  # [n, 1] -> overlap [n, R], d/dc, d/dh
+            hi, lo = c + h, c - h
+            raw = np.minimum(edges + 1, hi) - np.maximum(edges, lo)  # <= 1 always
+            inside = raw > 0
+            right, left = inside & (hi < edges + 1), inside & (lo > edges)  # which edge cuts the pixel
+            return np.clip(raw, 0, 1), right * 1.0 - left, right * 1.0 + left
+
+        ox, dox_c, dox_h = overlap(cx[sq])
+        oy, doy_c, doy_h = overlap(cy[sq])
         out[sq] = oy[:, :, None] * ox[:, None, :]
+        if grad:
+            dout[sq] = np.stack([oy[:, :, None] * dox_c[:, None, :], doy_c[:, :, None] * ox[:, None, :],
+                                 SQUARE_HALF * (doy_h[:, :, None] * ox[:, None, :] + oy[:, :, None] *
+                                                dox_h[:, None, :])], -1)
     dk = ~sq
     if dk.any():  # S x S sub-pixels, each with a linear ramp one sub-pixel wide across the edge
         S = int(subsamples)
         sub = (edges[:, None] + (np.arange(S) + 0.5) / S).reshape(-1)  # [R*S] sub-pixel centres
         r = size[dk] * R  # [n, 1]
-        dx2 = (sub - cx[dk]) ** 2  # [n, R*S]
-        dy2 = (sub - cy[dk]) ** 2
-        d = np.sqrt(dy2[:, :, None] + dx2[:, None, :])  # [n, R*S, R*S]
-        c = np.clip(0.5 + (r[:, :, None] - d) * S, 0.0, 1.0)
-        out[dk] = c.reshape(-1, R, S, R, S).mean(axis=(2, 4))
-    return out
+        ex = sub - cx[dk]  # [n, R*S]
+        ey = sub - cy[dk]
+        d = np.sqrt(ey[:, :, None] ** 2 + ex[:, None, :] ** 2)  # [n, R*S, R*S]
+        raw = 0.5 + (r[:, :, None] - d) * S
+        out[dk] = np.clip(raw, 0.0, 1.0).reshape(-1, R, S, R, S).mean(axis=(2, 4))
+        if grad:
+            ramp = ((raw > 0) & (raw < 1)) * (S / np.maximum(d, 1e-9))  # [n, R*S, R*S]: S / d on the edge
+            gx = (ramp * ex[:, None, :]).reshape(-1, R, S, R, S).mean(axis=(2, 4))
+            gy = (ramp * ey[:, :, None]).reshape(-1, R, S, R, S).mean(axis=(2, 4))
+            gr = (ramp * d).reshape(-1, R, S, R, S).mean(axis=(2, 4))
+            dout[dk] = np.stack([gx, gy, gr], -1)
+    return (out, dout) if grad else out
 
 
 def render(params, resolution, quantize=True):
