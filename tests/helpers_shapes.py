@@ -37,8 +37,11 @@ class ShapesOracleG:
     def __init__(self, resolution, z_dim=4):
         self.img_resolution, self.img_channels, self.z_dim, self.c_dim = int(resolution), 3, int(z_dim), 0
 
-    def __call__(self, z, c=None, truncation_psi=1, **kwargs):
-        z = np.asarray(z)
+    def _images(self, z):
         seed = int(np.abs(z[0, 0]) * 1e6) % (2 ** 31)
         img = sd.render(sd.sample_params(len(z), self.img_resolution, seed), self.img_resolution)
         return img.astype(np.float32) / 127.5 - 1.0
+
+    def __call__(self, z, c=None, truncation_psi=1, **kwargs):
+        import tensorflow as tf  # called inside tf.function like a real G
+        return tf.numpy_function(self._images, [z], tf.float32)
