@@ -84,7 +84,9 @@ def test_tf_source_and_dataset_tool_writer(tmp_path):
     el = list(sd.shapes_tf_dataset(6, 16, seed=1).as_numpy_iterator())
     np.testing.assert_array_equal(np.stack([e[0] for e in el]), imgs)
     np.testing.assert_allclose([e[1]["cx"] for e in el], params["cx"], rtol=1e-6)
-    res = build_dataset("shapes:6:16:1", str(tmp_path / "ds"), shards=2, log=lambda m: None)
+    with pytest.raises(ValueError, match="disagrees"):
+        build_dataset("shapes:6:16:1", str(tmp_path / "bad"), resolution=32, log=lambda m: None)
+    res = build_dataset("shapes:6:16:1", str(tmp_path / "ds"), resolution=16, shards=2, log=lambda m: None)
     assert res["written"] == 6
     meta = json.load(open(tmp_path / "ds" / "dataset.json"))
     assert meta["source_kind"] == "shapes"

@@ -78,8 +78,8 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
     """
     user_log = log or (lambda m: print(m, file=sys.stderr))
     if shapes.parse_spec(source) is not None and not os.path.exists(source):  # procedural "shapes:N:RES[:SEED]"
-        return shapes.build_from_spec(source, dest, shards=shards, overwrite=overwrite, encoding=encoding,
-                                      log=user_log)
+        return shapes.build_from_spec(source, dest, resolution=resolution, shards=shards, overwrite=overwrite,
+                                      encoding=encoding, log=user_log)
     prog = None
 
     def log(m):

@@ -216,11 +216,14 @@ def resolve(path):
     return shapes_dataset(*spec)
 
 
-def build_from_spec(spec, dest, shards=1, overwrite=False, encoding="png", log=None):
+def build_from_spec(spec, dest, resolution=None, shards=1, overwrite=False, encoding="png", log=None):
     """``tools/dataset_tool.py --source=shapes:N:RES[:SEED]``: writes the dataset to ``dest``; returns the
-    summary dict of ``afgan_tf.data.build.build_dataset``."""
+    summary dict of ``afgan_tf.data.build.build_dataset``. ``resolution`` (the tool's --resolution), when given,
+    must agree with the spec's."""
     from .tfrecord import check_dest
     count, res, seed = parse_spec(spec)
+    if resolution is not None and str(resolution) not in (str(res), f"{res}x{res}"):
+        raise ValueError(f"--resolution={resolution} disagrees with --source={spec} ({res}x{res} images)")
     check_dest(os.path.abspath(dest), overwrite)
     t0 = time.time()
     meta = write_dataset(dest, count, res, seed, shards=shards, encoding=encoding, overwrite=overwrite)
