@@ -10,7 +10,7 @@ Steps:
   3. follow the run's ``metric-shapes_valid.jsonl``; stop the run with SIGTERM (it saves a checkpoint and exits)
      when the wall-clock budget ``--minutes`` is spent, or let it end at ``--kimg``;
   4. write ``curve.json`` (per tick: kimg, seconds since the launch, valid fraction, sliced-Wasserstein distance,
-     KS max, EQ-T) and ``curve.png``; copy the fakes grids to ``fakes/``; print the kimg and minutes at which the
+     KS max, EQ-T, median relative residual) and ``curve.png`` (``--replot`` redraws it from curve.json); copy the fakes grids to ``fakes/``; print the kimg and minutes at which the
      valid fraction first reached 50 % and 90 %.
 Seconds are wall clock since the subprocess started (start-up, graph tracing and the metric evaluations
 included), so they depend on the machine's load — printed next to them.
@@ -28,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The CPU setting tuned for this benchmark (all passed to tools/train.py explicitly).
-CPU_SETTING = dict(cfg="stylegan2", res=16, count=16384, batch=32, gamma=0.1, cbase=2048, cmax=32, map_depth=2,
+CPU_SETTING = dict(cfg="stylegan2-fourier", res=16, count=16384, batch=32, gamma=0.1, cbase=2048, cmax=32, map_depth=2,
                    mbstd_group=4, glr=0.0025, dlr=0.0025, aug="noaug", tick=4.0)
 THRESHOLDS = (0.5, 0.9)
 
@@ -75,7 +75,7 @@ def plot_curve(curve, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     kimg = [p["kimg"] for p in curve]
     ax[0].plot(kimg, [100 * p["valid"] for p in curve], "o-", ms=3)
     for t in THRESHOLDS:
@@ -87,6 +87,13 @@ def plot_curve(curve, path, title):
     ax[1].set_xlabel("kimg")
     ax[1].set_ylabel("sliced Wasserstein (attributes)")
     ax[1].set_yscale("log")
+    rho = [(p["kimg"], p["median_rho"]) for p in curve if p.get("median_rho") is not None]
+    if rho:
+        ax[2].plot(*zip(*rho), "o-", ms=3, color="C2")
+        ax[2].axhline(0.15, color="gray", lw=0.6, ls="--")
+    ax[2].set_xlabel("kimg")
+    ax[2].set_ylabel("median relative residual of the fit")
+    ax[2].set_yscale("log")
     if curve:
         ax[0].set_title(f"{curve[-1]['seconds'] / 60:.0f} min wall clock for {curve[-1]['kimg']:.0f} kimg",
                         fontsize=9)
@@ -114,7 +121,17 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     for k, v in CPU_SETTING.items():
         ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    ap.add_argument("--replot", action="store_true", help="only redraw curve.png from --out's curve.json")
     a = ap.parse_args(argv)
+    if a.replot:
+        with open(os.path.join(a.out, "curve.json")) as fh:
+            summary = json.load(fh)
+        st, host = summary["settings"], summary["host"]
+        load = host.get("load_during_run", {}).get("mean", host["load"][0])
+        plot_curve(summary["curve"], os.path.join(a.out, "curve.png"),
+                   f"{st['cfg']} {st['res']}x{st['res']} on {st['data']}, batch {st['batch']}; {host['cpu']} "
+                   f"(load avg {load:.1f} on {host['cores']} cores)")
+        return 0
     if a.minutes <= 0 or a.kimg <= 0:
         raise SystemExit("Error: --minutes and --kimg must be > 0")
     os.makedirs(a.out, exist_ok=True)
