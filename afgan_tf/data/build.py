@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from . import ffhqu as ffhqu_mod
+from . import shapes
 from .images import (DEFAULT_MAX_PIXELS, BadImageError, apply_transform, decode_image, encode_png, is_power_of_two,
                      open_image, parse_resolution)
 from .sources import ImageFolder, ffhq_items
@@ -80,6 +81,9 @@ def build_dataset(source, dest, resolution=None, transform=None, channels=3, max
     stderr). ``ffhqu`` requires ``ffhq_json``; crops are produced directly at ``resolution``.
     """
     user_log = log or (lambda m: print(m, file=sys.stderr))
+    if shapes.parse_spec(source) is not None and not os.path.exists(source):  # procedural "shapes:N:RES[:SEED]"
+        return shapes.build_from_spec(source, dest, resolution=resolution, shards=shards, overwrite=overwrite,
+                                      encoding=encoding, log=user_log)
     prog = None
 
     def log(m):

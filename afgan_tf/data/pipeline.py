@@ -21,7 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from . import tfrecord
+from . import shapes, tfrecord
 from .images import DEFAULT_MAX_PIXELS, BadImageError, load_image, open_image
 from .sources import ImageFolder
 
@@ -90,7 +90,7 @@ def dataset_info(path):
 
     An original-format folder / zip is validated here, from the image headers only (:func:`validate_original`), so
     a bad or differently sized image is reported, by name, before training starts."""
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.abspath(os.fspath(shapes.resolve(path)))  # "shapes:N:RES" -> its cached materialisation
     if tfrecord.is_tfrecord_dataset(path):
         meta = tfrecord.read_metadata(path)
         return dict(path=path, format="tfrecord", resolution=int(meta["resolution"]),
@@ -150,7 +150,7 @@ def make_dataset(path, batch_size=None, mirror=False, shuffle=True, repeat=True,
         counter (their shuffles are never built) and the rest at the record level, before decoding. Used to
         reposition the data on resume.
     """
-    path = os.path.abspath(os.fspath(path))
+    path = os.path.abspath(os.fspath(shapes.resolve(path)))  # "shapes:N:RES" -> its cached materialisation
     info = dataset_info(path)
     res, ch, c_dim = info["resolution"], info["channels"], info["c_dim"]
     n_pipe, pipe_id = 1, 0

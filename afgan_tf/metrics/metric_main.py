@@ -14,12 +14,14 @@ import numpy as np
 
 from . import equivariance as eq
 from . import fid as fidlib
+from . import shapes as shapeslib
 
 EQ_METRICS = {"eqt50k_int": "int", "eqt50k_frac": "frac", "eqr50k": "rot"}
 FID_METRICS = {"fid50k_full": dict(num_gen=50000, max_real=None), "fid50k": dict(num_gen=50000, max_real=50000)}
 KID_METRICS = {"kid50k_full": dict(num_gen=50000, max_real=1000000), "kid50k": dict(num_gen=50000, max_real=50000)}
 UNSUPPORTED = ("pr50k3_full", "pr50k3", "ppl2_wend", "is50k")
-METRICS = tuple(EQ_METRICS) + tuple(FID_METRICS) + tuple(KID_METRICS)
+SHAPES_METRICS = ("shapes_valid",)  # afgan_tf.metrics.shapes (on the procedural `shapes` dataset)
+METRICS = tuple(EQ_METRICS) + tuple(FID_METRICS) + tuple(KID_METRICS) + SHAPES_METRICS
 
 
 def format_time(seconds):
@@ -82,20 +84,28 @@ def calc_metric(name, G, dataset=None, inception=None, extractor=None, num=None,
     """Computes one metric of generator ``G`` (use G_ema, no truncation) and returns the result record.
 
     Args:
-      name: eqt50k_int | eqt50k_frac | eqr50k | fid50k_full | kid50k_full (| fid50k | kid50k).
+      name: eqt50k_int | eqt50k_frac | eqr50k | fid50k_full | kid50k_full (| fid50k | kid50k) | shapes_valid
+        (results: shapes_valid, shapes_swd, shapes_w1_mean, shapes_ks_max, shapes_eqt; see metrics/shapes.py).
       dataset: image folder / zip / our TFRecord dataset (FID, KID; labels for conditional G).
       inception: path of classify_image_graph_def.pb (FID/KID), or pass ``extractor`` (a FeatureExtractor).
-      num: number of generated samples (default 50000 as in the name).
+      num: number of generated samples (default 50000 as in the name; shapes_valid: 256).
       seed: seed of latents and transforms. batch_size: default 4 (EQ, as the original) / 16 (FID, KID).
       cache_dir: dataset statistics cache (default ``~/.cache/afgan_tf/metrics``).
     """
     _check_name(name)
     t0 = time.time()
     prog = Progress(name, stream=stream, verbose=verbose)
-    num_default = 50000
+    num_default = shapeslib.NUM_GEN if name in SHAPES_METRICS else 50000
     n = int(num) if num is not None else num_default
     extra = {}
-    if name in EQ_METRICS:
+    results = None
+    if name in SHAPES_METRICS:
+        if dataset is None:
+            raise ValueError(f"{name} needs --data (the shapes dataset the network was trained on)")
+        res = shapeslib.shapes_metric(G, dataset, num=n, seed=seed, c_sampler=_label_sampler(G, dataset),
+                                      progress=prog)
+        results, extra = res["results"], res["extra"]
+    elif name in EQ_METRICS:
         res = eq.eq_metric(G, EQ_METRICS[name], num_samples=n, batch_size=batch_size or 4, seed=seed,
                            c_sampler=_label_sampler(G, dataset) if int(getattr(G, "c_dim", 0) or 0) else None,
                            progress=prog)
@@ -125,7 +135,9 @@ def calc_metric(name, G, dataset=None, inception=None, extractor=None, num=None,
             value = fidlib.fid_from_stats(real, gen)
         extra = dict(num_real=real.num_items, detector=extractor.fingerprint)
     total = time.time() - t0
-    return dict(results={name: float(value)}, metric=name, total_time=total, total_time_str=format_time(total),
+    if results is None:
+        results = {name: float(value)}
+    return dict(results=results, metric=name, total_time=total, total_time_str=format_time(total),
                 num_gpus=1, snapshot_pkl=snapshot_pkl, timestamp=time.time(), num_gen=n, seed=seed, **extra)
 
 
@@ -175,7 +187,7 @@ def make_training_metrics_fn(dataset, inception=None, extractor=None, num=None, 
 
     def fn(name, trainer, run_dir):
         ex = extractor
-        if ex is None and inception is not None and not name.startswith("eq"):
+        if ex is None and inception is not None and name in tuple(FID_METRICS) + tuple(KID_METRICS):
             ex = state.get("ex")
             if ex is None:
                 ex = state["ex"] = fidlib.InceptionGraphDef(inception)

@@ -17,6 +17,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 METRIC_NAMES = (
     "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
     "fid50k", "kid50k", "pr50k3", "is50k", "ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend",
+    "shapes_valid",  # afgan_tf.metrics.shapes (ours)
 )
 
 # Small presets for training on a CPU: they only fill in flags the user did not set explicitly.
