@@ -447,12 +447,13 @@ def test_gpu_upfirdn2d_and_bias_act_match_cpu(dtype):
 def test_auto_uses_compiled_bias_act_on_cpu(monkeypatch):
     """impl="auto" picks the compiled kernels on CPU (bias_act included since its CPU kernel beats the reference);
     an op listed in AUTO_PREFERS_REF_ON_CPU goes to the reference on GPU-less machines unless impl="custom"."""
+    from afgan_tf import device
     from afgan_tf.ops import _common
     _need_lib()
     for op in ("bias_act", "filtered_lrelu", "upfirdn2d"):
         assert _common.resolve_impl("auto", op) == "custom"
     monkeypatch.setattr(_common, "AUTO_PREFERS_REF_ON_CPU", frozenset({"bias_act"}))
-    monkeypatch.setattr(_common, "_has_gpu", [False])
+    monkeypatch.setattr(device, "_gpu", [False])
     assert _common.resolve_impl("auto", "bias_act") == "ref"
     assert _common.resolve_impl("custom", "bias_act") == "custom"
     assert _common.resolve_impl("auto", "upfirdn2d") == "custom"
@@ -542,3 +543,36 @@ def test_only_the_isa_objects_use_wide_vectors():
                 wide[ns] += 1
     assert not bad, f"wide-vector instructions outside the ISA kernels: {list(bad)[:5]}"
     assert wide["isa_v3"] > 0 and ("v4" not in info["compiled"] or wide["isa_v4"] > 0), wide
+
+
+def test_float64_runs_the_reference_even_with_impl_custom():
+    """The kernels compute in float32: float64 input goes to the reference (full precision) for every impl."""
+    from afgan_tf.ops import _common
+    assert _common.resolve_impl("custom", "filtered_lrelu", tf.float64) == "ref"
+    x = tf.constant(np.random.default_rng(0).standard_normal([1, 6, 7, 3]), tf.float64)
+    y = upfirdn2d(x, [1., 3., 3., 1.], up=2, impl="custom")
+    r = upfirdn2d(x, [1., 3., 3., 1.], up=2, impl="ref")
+    assert y.dtype == tf.float64 and np.array_equal(y.numpy(), r.numpy())
+
+
+def test_ops_package_import_graph_has_no_cycle():
+    """issue 14: the loader is a leaf (imports no op module), op modules import no other module's private helper,
+    and the device probe lives in afgan_tf/device.py only."""
+    import ast
+    ops_dir = os.path.join(ROOT, "afgan_tf", "ops")
+    for name in sorted(os.listdir(ops_dir)):
+        if not name.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(ops_dir, name)).read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                mod = node.module or ""
+                names = [a.name for a in node.names]
+                if name == "_custom_ops.py":
+                    assert mod == "" and names == ["device"] and node.level == 2, (name, mod, names)
+                if mod not in ("", "_common", "_custom_ops"):
+                    private = [n for n in names if n.startswith("_")]
+                    assert not private, f"{name} imports private helpers {private} from {mod}"
+    probes = subprocess.run(["grep", "-rln", "list_physical_devices", os.path.join(ROOT, "afgan_tf", "ops")],
+                            capture_output=True, text=True).stdout.split()
+    assert probes == [], probes
