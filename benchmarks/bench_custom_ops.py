@@ -77,6 +77,8 @@ def run_one(impl, reps, threads, shape, mode, case="t256_l38"):
     b = tf.constant(rng.standard_normal([c]).astype(np.float32))
     fu, fd = _filters(up, down, radial)
     kw = dict(up=up, down=down, padding=pad, gain=np.sqrt(2), slope=0.2, clamp=256, impl=impl)
+    import resource
+    rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # TF runtime + inputs, before the op ran
     y0 = filtered_lrelu(x, fu, fd, b, **kw)
     gy = tf.constant(rng.standard_normal(y0.shape).astype(np.float32))
 
@@ -115,7 +117,7 @@ def run_one(impl, reps, threads, shape, mode, case="t256_l38"):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"isa": _custom_ops.build_info()["chosen"], "median_s": float(np.median(times)), "min_s": float(np.min(times)), "times_s": times,
             "cpu_median_s": float(np.median(cpu)), "loadavg": os.getloadavg()[0],
-            "tf_peak_mib": peak, "peak_rss_mib": rss}
+            "tf_peak_mib": peak, "peak_rss_mib": rss, "op_rss_mib": rss - rss_base}
 
 
 def run_raw(reps, threads, case):
@@ -125,6 +127,7 @@ def run_raw(reps, threads, case):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     from afgan_tf.ops import _custom_ops
+    print(hostinfo.host_line())  # after the thread settings (they must precede TF's initialisation)
     mod = _custom_ops._require()
     shape, up, down, pad, radial = CASES[case]
     fu, fd = _filters(up, down, radial)
@@ -178,7 +181,7 @@ def main():
     a = ap.parse_args()
     if a.case != "all" and a.case not in CASES:
         ap.error(f"--case must be one of {', '.join(CASES)} or all, got {a.case!r}")
-    if not a.child:
+    if not a.child and not a.raw:
         print(hostinfo.host_line())
     if a.raw:
         if a.case == "all":
@@ -225,6 +228,7 @@ def main():
             continue
         print(f"  {impl:8s} [{r['isa'] if impl == 'custom' else 'stock ops'}] median {r['median_s']:.4f} s  min {r['min_s']:.4f} s  CPU time/call {r['cpu_median_s']:.4f} s"
               f"  TF peak {r['tf_peak_mib'] or 0:.0f} MiB  process peak RSS {r['peak_rss_mib']:.0f} MiB"
+              f" (op: +{r['op_rss_mib']:.0f} MiB over the inputs)"
               f"  (load avg {r['loadavg']:.1f})")
     if orig:
         print(f"  original median {orig['median_s']:.4f} s (same host, {a.original}, {orig['case']}), peak RSS "
@@ -237,7 +241,8 @@ def main():
             print(f"  speed-up custom vs original: {orig['median_s'] / c['median_s']:.2f}x wall")
         if c["tf_peak_mib"] and r["tf_peak_mib"]:
             print(f"  TF peak memory custom / ref: {c['tf_peak_mib'] / r['tf_peak_mib']:.3f}")
-        print(f"  peak RSS custom / ref:       {c['peak_rss_mib'] / r['peak_rss_mib']:.3f}")
+        print(f"  peak RSS custom / ref:       {c['peak_rss_mib'] / r['peak_rss_mib']:.3f}; memory the op added over "
+              f"the runtime + inputs, custom / ref: {c['op_rss_mib'] / max(r['op_rss_mib'], 1e-9):.3f}")
     print("JSON " + json.dumps({"results": res, "original": orig}))
 
 
