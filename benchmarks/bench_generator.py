@@ -30,6 +30,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # this checkout's afgan_tf (parent and children)
 sys.path.insert(0, HERE)
 import hostinfo  # noqa: E402
 

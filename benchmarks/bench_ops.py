@@ -24,7 +24,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this checkout's afgan_tf
+sys.path.insert(0, HERE)
 import hostinfo  # noqa: E402
 
 OFFICIAL = hostinfo.STORED  # measured on another host: context only
