@@ -6,10 +6,16 @@ The compiled ops are optional at run time: when the compiler (or TensorFlow at b
 build step warns and the pure-Python package is installed; every op then runs its pure-TF path.
 
 Environment knobs: AFGAN_TF_BUILD_OPS=0 skips the op library; AFGAN_TF_CUDA=0 skips the CUDA kernels
-(=1 makes a CUDA failure fatal); AFGAN_TF_OPS_MARCH (default "native") sets -march; NVCC sets the nvcc path;
+(=1 makes a CUDA failure fatal); NVCC sets the nvcc path;
 AFGAN_TF_CUDA_ARCHS the GPU architectures (default: SASS for 70,75,80,86,89,90 with a
 CUDA 12 nvcc, 75,80,86,89,90 with CUDA 13, PTX for the newest); the CUDA version and architectures are recorded in
 the library (afgan_tf.ops._selfcheck.cuda_build_info). An nvcc of TensorFlow's CUDA major version is preferred.
+
+Portable CPU build (issue 16): no -march=native. On x86-64 the hot kernels (custom_ops/*.isa.cc) are compiled
+once per level (-march=x86-64-v2 / v3 / v4) and chosen by cpuid at load (custom_ops/cpu_isa.h); the rest is
+compiled for the compiler's default target. AFGAN_TF_OPS_MARCH adds a -march to the non-ISA sources
+(e.g. "native" for a library that only has to run on the build host); AFGAN_TF_OPS_ISA_LEVELS (default
+"2,3,4") picks the compiled levels (2 is always kept).
 """
 import glob
 import hashlib
@@ -17,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import platform
 import sysconfig
 
 from setuptools import Extension, find_packages, setup
@@ -138,13 +145,13 @@ class BuildOps(build_ext):
                                "install with --no-build-isolation")
         cflags = list(tf.sysconfig.get_compile_flags())
         lflags = list(tf.sysconfig.get_link_flags())
-        march = os.environ.get("AFGAN_TF_OPS_MARCH", "native")
+        march = os.environ.get("AFGAN_TF_OPS_MARCH", "")
         extra = ["-O3", "-g0", "-fPIC", "-Wno-deprecated-declarations", "-Wno-interference-size", "-Wno-unused-function",
                  f'-DAFGAN_OPS_SOURCE_HASH="{ops_source_hash()}"']
-        if march:
-            extra.append(f"-march={march}")
-        ext.extra_compile_args = cflags + extra
+        ext.extra_compile_args = cflags + extra + ([f"-march={march}"] if march else [])
         ext.extra_link_args = lflags + ["-Wl,--no-undefined"]
+        isa_objs, isa_macros = self._build_isa(cflags + extra)
+        ext.define_macros = list(ext.define_macros or []) + isa_macros
         tf_cuda = tf.sysconfig.get_build_info().get("cuda_version") or ""
         nvcc = find_nvcc(int(tf_cuda.split(".")[0]) if tf_cuda[:1].isdigit() else None)
         if nvcc:
@@ -152,13 +159,37 @@ class BuildOps(build_ext):
                 objs = self._build_cuda(nvcc, cflags)
                 ext.extra_objects = objs
                 if objs:
-                    ext.define_macros = [("GOOGLE_CUDA", "1")]
+                    ext.define_macros = list(ext.define_macros or []) + [("GOOGLE_CUDA", "1")]
             except Exception as e:
                 if os.environ.get("AFGAN_TF_CUDA", "") == "1":
                     raise
                 _warn(f"compiling the CUDA kernels failed ({e}); building the CPU kernels only")
                 ext.extra_objects = []
+        # Per-level objects last, v2 first (see custom_ops/cpu_isa.h: the first copy of a shared inline function wins).
+        ext.extra_objects = list(ext.extra_objects or []) + isa_objs
         super().build_extension(ext)
+
+    def _build_isa(self, flags):
+        """Compiles custom_ops/*.isa.cc once per ISA level; returns (objects, macros for the other sources)."""
+        srcs = sorted(glob.glob(os.path.join(OPS_DIR, "*.isa.cc")))
+        x86 = platform.machine().lower() in ("x86_64", "amd64")
+        if x86:
+            levels = sorted({2} | {int(v) for v in os.environ.get("AFGAN_TF_OPS_ISA_LEVELS", "2,3,4").split(",")
+                                   if v.strip()})
+            bad = [l for l in levels if l not in (2, 3, 4)]
+            if bad:
+                raise ValueError(f"AFGAN_TF_OPS_ISA_LEVELS: levels must be 2, 3 or 4, got {bad}")
+            builds = [(l, [f"-march=x86-64-v{l}"]) for l in levels]
+            macros = [("AFGAN_ISA_X86", "1")] + [(f"AFGAN_ISA_HAVE_V{l}", "1") for l in levels]
+        else:
+            builds, macros = [(0, [])], []
+        objs = []
+        for level, march in builds:
+            out_dir = os.path.join(self.build_temp, f"isa_{level}")
+            objs += self.compiler.compile(srcs, output_dir=out_dir, include_dirs=[OPS_DIR],
+                                          macros=[("AFGAN_ISA_LEVEL", str(level))],
+                                          extra_postargs=flags + march)
+        return objs, macros
 
     def _build_cuda(self, nvcc, cflags):
         srcs = sorted(glob.glob(os.path.join(OPS_DIR, "*.cu.cc")))
@@ -200,11 +231,12 @@ class DevelopWithOps(develop):
 
 
 def op_extension():
-    srcs = sorted(p for p in glob.glob(os.path.join(OPS_DIR, "*.cc")) if not p.endswith(".cu.cc"))
+    srcs = sorted(p for p in glob.glob(os.path.join(OPS_DIR, "*.cc")) if not p.endswith((".cu.cc", ".isa.cc")))
     return Extension("afgan_tf._afgan_tf_ops", sources=[os.path.relpath(p, HERE) for p in srcs],
                      include_dirs=[os.path.relpath(OPS_DIR, HERE)], language="c++",
                      depends=[os.path.relpath(p, HERE) for p in
-                              glob.glob(os.path.join(OPS_DIR, "*.h")) + glob.glob(os.path.join(OPS_DIR, "*.cu.cc"))])
+                              glob.glob(os.path.join(OPS_DIR, "*.h")) + glob.glob(os.path.join(OPS_DIR, "*.cu.cc")) +
+                              glob.glob(os.path.join(OPS_DIR, "*.isa.cc"))])
 
 
 setup(

@@ -22,6 +22,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
+sys.path.insert(0, HERE)
+import hostinfo  # noqa: E402
 
 # name: (x shape, act, gain, clamp)
 CASES = {
@@ -48,6 +50,7 @@ def main():
     ap.add_argument("--case", default="all", help="one of %s or 'all'" % ", ".join(CASES))
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
+    print(hostinfo.host_line())
     if args.case != "all" and args.case not in CASES:
         ap.error(f"--case must be 'all' or one of {sorted(CASES)}, got {args.case!r}")
 

@@ -1,13 +1,16 @@
 """Benchmark: compiled filtered_lrelu (custom_ops/) vs our pure-TF reference op vs the original implementation.
 
 Case: x [4, 38, 38, 512] NHWC, up 2 / down 2, 12-tap separable filters, padding [9, 8, 9, 8], gain sqrt(2),
-slope 0.2, clamp 256 — the StyleGAN3-T 256x256 L-layer shape (original case ``flrelu_x38_fwdbwd`` in
-../shared/parity/official_cpu_timings.json, median measured there on this machine kind).
+slope 0.2, clamp 256 — the StyleGAN3-T 256x256 L-layer shape (the original's case ``flrelu_fwdbwd`` of
+../shared/bench/official_timings.py: pass its JSON, measured on this host in the same sitting, as
+``--original``). Prints the host CPU model and ISA flags and the op library's compiled / chosen ISA level
+(``AFGAN_TF_OPS_ISA=v2|v3|v4`` forces one).
 Forward+backward = y, then d sum(y * gy) / d(x, b). Prints medians, ratios vs the reference and the original,
 and the peak memory (TF allocator peak on /CPU:0, and process peak RSS per implementation measured in its own
 subprocess).
 
     .venv/bin/python benchmarks/bench_custom_ops.py [--reps 7] [--threads 2] [--case NAME|all] [--raw]
+        [--original /work/orig/official.json]
 
 ``--case`` picks another generator layer shape (see CASES; ``all`` runs every case, one line each); the
 default case ``t256_l38`` is the one above. Shapes are from ``afgan_tf.filters.synthesis_schedule`` (T/R at
@@ -22,7 +25,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
-TIMINGS = os.path.join(HERE, "..", "..", "shared", "parity", "official_cpu_timings.json")
+sys.path.insert(0, HERE)
+import hostinfo  # noqa: E402
 
 
 # name: (x shape, up, down, padding, 2-D (radial) down filter)
@@ -73,6 +77,8 @@ def run_one(impl, reps, threads, shape, mode, case="t256_l38"):
     b = tf.constant(rng.standard_normal([c]).astype(np.float32))
     fu, fd = _filters(up, down, radial)
     kw = dict(up=up, down=down, padding=pad, gain=np.sqrt(2), slope=0.2, clamp=256, impl=impl)
+    import resource
+    rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # TF runtime + inputs, before the op ran
     y0 = filtered_lrelu(x, fu, fd, b, **kw)
     gy = tf.constant(rng.standard_normal(y0.shape).astype(np.float32))
 
@@ -109,9 +115,9 @@ def run_one(impl, reps, threads, shape, mode, case="t256_l38"):
         pass
     import resource
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"median_s": float(np.median(times)), "min_s": float(np.min(times)), "times_s": times,
+    return {"isa": _custom_ops.build_info()["chosen"], "median_s": float(np.median(times)), "min_s": float(np.min(times)), "times_s": times,
             "cpu_median_s": float(np.median(cpu)), "loadavg": os.getloadavg()[0],
-            "tf_peak_mib": peak, "peak_rss_mib": rss}
+            "tf_peak_mib": peak, "peak_rss_mib": rss, "op_rss_mib": rss - rss_base}
 
 
 def run_raw(reps, threads, case):
@@ -121,6 +127,7 @@ def run_raw(reps, threads, case):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     from afgan_tf.ops import _custom_ops
+    print(hostinfo.host_line())  # after the thread settings (they must precede TF's initialisation)
     mod = _custom_ops._require()
     shape, up, down, pad, radial = CASES[case]
     fu, fd = _filters(up, down, radial)
@@ -168,10 +175,14 @@ def main():
     ap.add_argument("--shape", default=None, help="override the x shape N,H,W,C of the case")
     ap.add_argument("--raw", action="store_true", help="time only the raw compiled forward and backward ops "
                     "in this process (no reference, no TF glue)")
+    ap.add_argument("--original", default=None, help="same-host JSON of ../shared/bench/official_timings.py "
+                    "(case flrelu_fwdbwd) for the ratio against the original")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.case != "all" and a.case not in CASES:
         ap.error(f"--case must be one of {', '.join(CASES)} or all, got {a.case!r}")
+    if not a.child and not a.raw:
+        print(hostinfo.host_line())
     if a.raw:
         if a.case == "all":
             ap.error("--raw takes one --case")
@@ -202,11 +213,12 @@ def main():
     shape, res = run_case(a, a.case)
     _, up, down, pad, radial = CASES[a.case]
     orig = None
-    if os.path.exists(TIMINGS):
-        case = "flrelu_x38_fwdbwd" if a.mode == "fwdbwd" else "flrelu_x38_fwd"
-        c = json.load(open(TIMINGS))["cases"].get(case, {})
-        if a.case == "t256_l38" and shape == [4, 38, 38, 512] and "median_s" in c:
-            orig = {"case": case, "median_s": c["median_s"], "peak_rss_mib": c.get("peak_rss_during_bench_mib")}
+    ocases, _ = hostinfo.load_original(a.original)
+    c = ocases.get("flrelu_fwdbwd")
+    if c and a.mode == "fwdbwd" and a.case == "t256_l38" and shape == [4, 38, 38, 512]:
+        orig = {"case": "flrelu_fwdbwd", "median_s": c["seconds"], "peak_rss_mib": c["peak_rss_gib"] * 1024}
+    elif not a.original:
+        print(hostinfo.original_line({}, None))
     print(f"filtered_lrelu {a.mode}, case {a.case}: x {shape} NHWC, up{up}/down{down}, pad {pad}"
           f"{', 2-D down filter' if radial else ''}, {a.threads} threads, {a.reps} reps")
     for impl in ("ref", "custom"):
@@ -214,23 +226,23 @@ def main():
         if "error" in r:
             print(f"  {impl:8s} ERROR {r['error']}")
             continue
-        print(f"  {impl:8s} median {r['median_s']:.4f} s  min {r['min_s']:.4f} s  CPU time/call {r['cpu_median_s']:.4f} s"
+        print(f"  {impl:8s} [{r['isa'] if impl == 'custom' else 'stock ops'}] median {r['median_s']:.4f} s  min {r['min_s']:.4f} s  CPU time/call {r['cpu_median_s']:.4f} s"
               f"  TF peak {r['tf_peak_mib'] or 0:.0f} MiB  process peak RSS {r['peak_rss_mib']:.0f} MiB"
+              f" (op: +{r['op_rss_mib']:.0f} MiB over the inputs)"
               f"  (load avg {r['loadavg']:.1f})")
     if orig:
-        print(f"  original median {orig['median_s']:.4f} s (official_cpu_timings.json {orig['case']}), peak RSS "
+        print(f"  original median {orig['median_s']:.4f} s (same host, {a.original}, {orig['case']}), peak RSS "
               f"{orig['peak_rss_mib']:.0f} MiB")
     if "median_s" in res["custom"] and "median_s" in res["ref"]:
         c, r = res["custom"], res["ref"]
         print(f"  speed-up custom vs ref:      {r['median_s'] / c['median_s']:.2f}x wall, "
               f"{r['cpu_median_s'] / c['cpu_median_s']:.2f}x CPU time")
         if orig:
-            print(f"  speed-up custom vs original: {orig['median_s'] / c['median_s']:.2f}x wall (original: 2 threads at "
-                  f"~96% utilisation, i.e. ~{2 * 0.96 * orig['median_s']:.2f} s CPU -> "
-                  f"{2 * 0.96 * orig['median_s'] / c['cpu_median_s']:.2f}x CPU time)")
+            print(f"  speed-up custom vs original: {orig['median_s'] / c['median_s']:.2f}x wall")
         if c["tf_peak_mib"] and r["tf_peak_mib"]:
             print(f"  TF peak memory custom / ref: {c['tf_peak_mib'] / r['tf_peak_mib']:.3f}")
-        print(f"  peak RSS custom / ref:       {c['peak_rss_mib'] / r['peak_rss_mib']:.3f}")
+        print(f"  peak RSS custom / ref:       {c['peak_rss_mib'] / r['peak_rss_mib']:.3f}; memory the op added over "
+              f"the runtime + inputs, custom / ref: {c['op_rss_mib'] / max(r['op_rss_mib'], 1e-9):.3f}")
     print("JSON " + json.dumps({"results": res, "original": orig}))
 
 

@@ -1,6 +1,6 @@
 """Benchmark: our Discriminator at 256x256 (default capacity: channel_base 32768, channel_max 512), batch 4,
 against the original implementation's CPU timings (``D_256_fwd_b4`` / ``D_256_fwdbwd_b4`` in
-../shared/parity/official_cpu_timings.json, measured on this machine kind with 2 threads).
+benchmarks/baselines/official_cpu_timings.json, measured on another host of this machine kind with 2 threads: context only).
 
 Cases (same definitions as the original's):
   fwd     logits = D(img)                                   (no gradient)
@@ -20,7 +20,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-TIMINGS = os.path.join(HERE, "..", "..", "shared", "parity", "official_cpu_timings.json")
+sys.path.insert(0, HERE)
+import hostinfo  # noqa: E402
+
+TIMINGS = hostinfo.STORED  # measured on another host: context only
 
 
 def _official(case):
@@ -51,6 +54,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--no-xla", action="store_true")
     args = ap.parse_args()
+    print(hostinfo.host_line())
 
     import numpy as np
     import tensorflow as tf

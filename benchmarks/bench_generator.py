@@ -4,17 +4,21 @@ forward+backward (batch 1, 4; loss = mean(img^2), gradients wrt all G parameters
 Every case runs in its own subprocess (so the peak RSS is per case, like the original's timing file): one warm-up
 call (includes tf.function tracing), then timed calls until ``--reps`` or the per-case time budget is reached;
 prints min / median seconds and the process's peak RSS (and the load average: timings on a shared machine are
-noisy). Two implementations are timed in the same run:
-``ref`` (``AFGAN_TF_FORCE_REF=1``: pure-TF reference ops, the baseline) and ``auto`` (compiled CPU ops where the
-library is available); the "auto/ref" column is the speed-up over that baseline. Where the original's CPU timings
-(``../shared/parity/official_cpu_timings.json``, same machine kind, 2 threads, kwargs taken from that file) have a
-matching case, "orig/ours" = original min time / our min time (> 1 = we are faster) and the peak-RSS ratio are
-printed too.
+noisy). Implementations (``--impls``), each timed in the same run:
+``ref`` (``AFGAN_TF_FORCE_REF=1``: pure-TF stock ops, the baseline), ``auto`` (compiled CPU ops where the library
+is available, at the ISA level it chose; ``AFGAN_TF_OPS_ISA`` forces one), ``xla`` (stock ops under
+``tf.function(jit_compile=True)``; measured far slower than plain TF on CPU, see docs/custom_ops.md),
+``savedmodel`` (forward cases: the portable SavedModel of ``afgan_tf.export`` — stock ops, the graph TF Serving
+runs — exported once, then loaded and called in a clean process that never imports afgan_tf). "x/ref" = ref median / this
+median. With ``--original JSON`` (written by ../shared/bench/official_timings.py on THIS host in the same
+sitting), "orig/ours" = the original's median / ours for the matching case (g64_fwd_b1, g256_fwd_b1,
+g64_fwdbwd_b4). The header prints the host CPU model, ISA flags and the op library's compiled / chosen level.
 
 Usage:
     python benchmarks/bench_generator.py --quick                 # the 64x64 cases, fewer repetitions
     python benchmarks/bench_generator.py                         # everything (long: tens of minutes on 2 cores)
-    python benchmarks/bench_generator.py --cases G_t64_fwd_b1,G_r64_fwd_b4 --impls auto --reps 5
+    python benchmarks/bench_generator.py --cases G_t64_fwd_b1 --impls ref,auto,savedmodel --reps 5 \
+        --original /work/orig/official.json
 """
 import argparse
 import json
@@ -26,7 +30,13 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-OFFICIAL = os.path.join(ROOT, "..", "shared", "parity", "official_cpu_timings.json")
+sys.path.insert(0, ROOT)  # this checkout's afgan_tf (parent and children)
+sys.path.insert(0, HERE)
+import hostinfo  # noqa: E402
+
+OFFICIAL = hostinfo.STORED  # another host: only its init kwargs are used (same networks as the original's)
+IMPLS = ("ref", "auto", "xla", "savedmodel")
+ORIGINAL_CASE = {"G_t64_fwd_b1": "g64_fwd_b1", "G_t256_fwd_b1": "g256_fwd_b1", "G_t64_fwdbwd_b4": "g64_fwdbwd_b4"}
 
 CFGS = {"t": "stylegan3-t", "r": "stylegan3-r"}
 RESOLUTIONS = (64, 128, 256)
@@ -58,36 +68,8 @@ def rss_mib():
 
 
 # ------------------------------------------------------------------------------------------------ child process
-def run_case(name, reps, budget_s):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, ROOT)
-    import numpy as np
+def _time_calls(step, z, reps, budget_s):
     import tensorflow as tf
-    import warnings
-    warnings.simplefilter("ignore")
-    from afgan_tf.networks import Generator, presets
-
-    cfg, res, mode, batch = parse_case(name)
-    off = load_official().get(name) or load_official().get(f"G_{cfg}{res}_fwd_b1") or {}
-    kwargs = off.get("init_kwargs") or presets.generator_kwargs(CFGS[cfg], res)
-    G = Generator(**kwargs)
-    z = tf.constant(np.random.RandomState(0).randn(batch, G.z_dim).astype(np.float32))
-    num_params = sum(int(np.prod(v.shape)) for v in G.trainable_variables)
-
-    if mode == "fwd":
-        @tf.function
-        def step(z):
-            return G(z, truncation_psi=1)
-    else:
-        @tf.function
-        def step(z):
-            with tf.GradientTape() as tape:
-                img = G(z, truncation_psi=1)
-                loss = tf.reduce_mean(tf.square(img))
-            grads = tape.gradient(loss, G.trainable_variables)
-            return loss, tf.add_n([tf.reduce_sum(g) for g in grads])
-
-    rss_setup = rss_mib()
     t0 = time.perf_counter()
     out = step(z)
     tf.nest.map_structure(lambda t: t.numpy(), out)
@@ -99,48 +81,145 @@ def run_case(name, reps, budget_s):
         out = step(z)
         tf.nest.map_structure(lambda t: t.numpy(), out)
         times.append(time.perf_counter() - t0)
-    from afgan_tf.ops import _common
-    used = _common.resolve_impl("auto", "filtered_lrelu")  # what the network's ops actually ran
+    return warmup, times
+
+
+def export_case(name, export_dir):
+    """Exports the case's generator as the portable (stock-op) SavedModel."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, ROOT)
+    import warnings
+    warnings.simplefilter("ignore")
+    from afgan_tf import export
+    G = _make_g(name)[0]
+    export.export_generator(G, export_dir, max_batch=8, overwrite=True)
+
+
+def run_savedmodel(name, export_dir, reps, budget_s):
+    """Loads the SavedModel in this clean process (no afgan_tf import) and times serving_default."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+    import tensorflow as tf
+    _, _, _, batch = parse_case(name)
+    rss_setup = rss_mib()
+    m = tf.saved_model.load(export_dir)
+    f = m.signatures["serving_default"]
+    z = tf.constant(np.random.RandomState(0).randn(batch, 512).astype(np.float32))
+    empty = dict(truncation_psi=tf.zeros([0]), translate=tf.zeros([0, 2]), rotate=tf.zeros([0]))
+    warmup, times = _time_calls(lambda z: f(z=z, **empty)["images_float"], z, reps, budget_s)
+    assert "afgan_tf" not in sys.modules
+    print(json.dumps(dict(case=name, batch=batch, warmup_s=warmup, times_s=times, min_s=min(times),
+                          median_s=float(np.median(times)), rss_after_setup_mib=rss_setup, peak_rss_mib=rss_mib(),
+                          ops_used="ref", isa=None, loadavg=os.getloadavg())))
+
+
+def _make_g(name):
+    import numpy as np
+    import tensorflow as tf
+    from afgan_tf.networks import Generator, presets
+    cfg, res, mode, batch = parse_case(name)
+    off = load_official().get(name) or load_official().get(f"G_{cfg}{res}_fwd_b1") or {}
+    kwargs = off.get("init_kwargs") or presets.generator_kwargs(CFGS[cfg], res)
+    G = Generator(**kwargs)
+    z = tf.constant(np.random.RandomState(0).randn(batch, G.z_dim).astype(np.float32))
+    return G, z
+
+
+def run_case(name, reps, budget_s, jit=False):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    import tensorflow as tf
+    import warnings
+    warnings.simplefilter("ignore")
+
+    cfg, res, mode, batch = parse_case(name)
+    G, z = _make_g(name)
+    num_params = sum(int(np.prod(v.shape)) for v in G.trainable_variables)
+
+    if mode == "fwd":
+        @tf.function(jit_compile=jit)
+        def step(z):
+            return G(z, truncation_psi=1)
+    else:
+        @tf.function(jit_compile=jit)
+        def step(z):
+            with tf.GradientTape() as tape:
+                img = G(z, truncation_psi=1)
+                loss = tf.reduce_mean(tf.square(img))
+            grads = tape.gradient(loss, G.trainable_variables)
+            return loss, tf.add_n([tf.reduce_sum(g) for g in grads])
+
+    rss_setup = rss_mib()
+    warmup, times = _time_calls(step, z, reps, budget_s)
+    from afgan_tf.ops import _common, build_info
+    used = "ref" if jit else _common.resolve_impl("auto", "filtered_lrelu")  # what the network's ops actually ran
     print(json.dumps(dict(case=name, batch=batch, num_params=num_params, warmup_s=warmup, times_s=times,
                           min_s=min(times), median_s=float(np.median(times)), rss_after_setup_mib=rss_setup,
-                          peak_rss_mib=rss_mib(), ops_used=used, loadavg=os.getloadavg())))
+                          peak_rss_mib=rss_mib(), ops_used=used, isa=build_info()["chosen"] if used == "custom" else None,
+                          loadavg=os.getloadavg())))
 
 
 # ----------------------------------------------------------------------------------------------- parent process
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default=None, help="comma list (default: all, or the 64x64 ones with --quick)")
-    ap.add_argument("--impls", default="ref,auto", help="comma list of ref,auto")
+    ap.add_argument("--impls", default="ref,auto", help="comma list of " + ",".join(IMPLS))
+    ap.add_argument("--original", default=None, help="same-host JSON of ../shared/bench/official_timings.py")
     ap.add_argument("--reps", type=int, default=None, help="max timed calls per case (default 5, 2 with --quick)")
     ap.add_argument("--budget", type=float, default=None, help="time budget per case in s (default 120 / 40)")
     ap.add_argument("--quick", action="store_true", help="64x64 cases only, fewer repetitions")
     ap.add_argument("--json", default=None, help="also write all results to this JSON file (atomically)")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_mode", default="run", help=argparse.SUPPRESS)
+    ap.add_argument("--_dir", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     reps = args.reps or (2 if args.quick else 5)
     budget = args.budget or (40.0 if args.quick else 120.0)
     if args._child:
-        run_case(args._child, reps, budget)
+        if args._mode == "export":
+            export_case(args._child, args._dir)
+        elif args._mode == "savedmodel":
+            run_savedmodel(args._child, args._dir, reps, budget)
+        else:
+            run_case(args._child, reps, budget, jit=args._mode == "xla")
         return
     cases = args.cases.split(",") if args.cases else [c for c in all_cases() if not args.quick or "64_" in c]
     for c in cases:
         parse_case(c)
     impls = args.impls.split(",")
     for i in impls:
-        if i not in ("ref", "auto"):
-            raise SystemExit(f"--impls: unknown impl {i!r} (ref, auto)")
-    official = load_official()
+        if i not in IMPLS:
+            raise SystemExit(f"--impls: unknown impl {i!r} ({', '.join(IMPLS)})")
+    original, _ = hostinfo.load_original(args.original)
+    print(hostinfo.host_line())
+    print(hostinfo.original_line(original, args.original))
+    import tempfile
+    tmp_root = tempfile.mkdtemp(prefix="bench_generator_")
     results = []
-    hdr = (f"{'case':<20} {'impl':<5} {'min s':>9} {'median s':>9} {'peak MiB':>9} {'auto/ref':>9} "
+    hdr = (f"{'case':<20} {'impl':<15} {'min s':>9} {'median s':>9} {'peak MiB':>9} {'x/ref':>7} "
            f"{'orig s':>9} {'orig/ours':>9} {'RSS o/u':>8}")
     print(hdr)
     print("-" * len(hdr))
     for case in cases:
         base = None
         for impl in impls:
-            env = dict(os.environ, AFGAN_TF_FORCE_REF="1" if impl == "ref" else "0", TF_CPP_MIN_LOG_LEVEL="3")
+            env = dict(os.environ, AFGAN_TF_FORCE_REF="0" if impl == "auto" else "1", TF_CPP_MIN_LOG_LEVEL="3")
             cmd = [sys.executable, os.path.abspath(__file__), "--_child", case, "--reps", str(reps),
                    "--budget", str(budget)]
+            if impl == "savedmodel":
+                if "fwd_" not in case or "fwdbwd" in case:
+                    continue
+                d = os.path.join(tmp_root, f"{case}_{impl}")
+                e = subprocess.run(cmd + ["--_mode", "export", "--_dir", d],
+                                   capture_output=True, text=True, env=env)
+                if e.returncode != 0:
+                    err = (e.stderr.strip().splitlines() or ["?"])[-1]
+                    print(f"{case:<20} {impl:<15} EXPORT FAILED: {err[:100]}")
+                    continue
+                cmd += ["--_mode", "savedmodel", "--_dir", d]
+            elif impl == "xla":
+                cmd += ["--_mode", "xla"]
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
             lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
             if p.returncode != 0 or not lines:
@@ -154,24 +233,24 @@ def main():
             if impl == "ref":
                 base = r
             compiled = r.get("ops_used") == "custom"
-            speedup = f"{base['min_s'] / r['min_s']:9.2f}" if base and compiled else f"{'':>9}"
-            label = impl if impl == "ref" or compiled else "auto*"  # * = compiled library unavailable: ran ref
-            o = official.get(case, {})
-            if o.get("min_s"):
-                orig = f"{o['min_s']:9.2f} {o['min_s'] / r['min_s']:9.2f} " \
-                       f"{o['peak_rss_process_mib'] / r['peak_rss_mib']:8.2f}"
-            elif case in official:
-                orig = f"{'failed':>9} {'':>9} {'':>8}"  # the original did not finish this case (e.g. OOM)
+            speedup = f"{base['median_s'] / r['median_s']:7.2f}" if base and impl != "ref" else f"{'':>7}"
+            label = impl if impl != "auto" else (f"auto[{r.get('isa')}]" if compiled else "auto*")  # *: ran ref
+            o = original.get(ORIGINAL_CASE.get(case, ""), {})
+            if o.get("seconds"):
+                orig = f"{o['seconds']:9.2f} {o['seconds'] / r['median_s']:9.2f} " \
+                       f"{o['peak_rss_gib'] * 1024 / r['peak_rss_mib']:8.2f}"
             else:
                 orig = f"{'n/a':>9} {'':>9} {'':>8}"
-            print(f"{case:<20} {label:<5} {r['min_s']:9.3f} {r['median_s']:9.3f} {r['peak_rss_mib']:9.0f} {speedup} "
+            print(f"{case:<20} {label:<15} {r['min_s']:9.3f} {r['median_s']:9.3f} {r['peak_rss_mib']:9.0f} {speedup} "
                   f"{orig}", flush=True)
-    print(f"load average at the end: {os.getloadavg()} (2 cores; the original was timed on an idle machine). "
-          f"auto* = the compiled op library was unavailable, so that row ran the reference ops too.")
+    import shutil
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    print(f"load average at the end: {os.getloadavg()} (2 cores). auto* = the compiled op library was unavailable, "
+          f"so that row ran the reference ops too. Ratios use medians.")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as fh:
-            json.dump(dict(results=results, official_file=OFFICIAL), fh, indent=1)
+            json.dump(dict(results=results, original_file=args.original, original=original), fh, indent=1)
         os.replace(tmp, args.json)
 
 

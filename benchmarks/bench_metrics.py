@@ -7,7 +7,7 @@ on the weights) and measures in the same run:
 * the resampling cost alone (reference + mask, and for EQ-R the 47×47 ×4 upsampling + bilinear sampling and the
   11×11 pseudo rotation) on a batch of generated images.
 Printed ratios: metric throughput / ideal throughput of two synthesis calls per batch (1.0 = zero overhead), and
-the original implementation's implied EQ throughput from ``../shared/parity/official_cpu_timings.json``
+the original implementation's implied EQ throughput from ``benchmarks/baselines/official_cpu_timings.json`` (another host: context only)
 (G_t256_fwd_b4, reference ops, same machine kind: 4 samples per 2 forward calls) vs ours.
 
 Usage:
@@ -23,7 +23,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-OFFICIAL = os.path.join(ROOT, "..", "shared", "parity", "official_cpu_timings.json")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostinfo  # noqa: E402
+
+OFFICIAL = hostinfo.STORED  # measured on another host: context only
 sys.path.insert(0, ROOT)
 
 
@@ -36,6 +39,7 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--kinds", default="int,frac,rot")
     args = ap.parse_args()
+    print(hostinfo.host_line())
     if args.quick:
         args.samples, args.batch = 1, 1
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -4,7 +4,7 @@ Every case runs in its own subprocess (so the peak RSS is per case): one warm-up
 timed calls; prints min / median time, images/s (batch / min time) and peak RSS (``ru_maxrss``) above the
 post-setup RSS. For each case the reference (``impl="ref"``) is the baseline measured in the same run; the
 compiled ops (``impl="custom"``, when the library is available) are printed as a speed-up over it. Where the
-original's CPU timings (``../shared/parity/official_cpu_timings.json``) have a matching case, the ratio
+original's CPU timings (``benchmarks/baselines/official_cpu_timings.json``, another host: context only) have a matching case, the ratio
 "original time / our time" is printed too (> 1 = we are faster).
 
 Usage:
@@ -24,7 +24,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-OFFICIAL = os.path.join(ROOT, "..", "shared", "parity", "official_cpu_timings.json")
+sys.path.insert(0, ROOT)  # this checkout's afgan_tf
+sys.path.insert(0, HERE)
+import hostinfo  # noqa: E402
+
+OFFICIAL = hostinfo.STORED  # measured on another host: context only
 
 # name: (op, kwargs describing the shapes, official case names for fwd / fwdbwd or None)
 CASES = {
@@ -183,6 +187,7 @@ def main():
     ap.add_argument("--impl", default="ref", help=argparse.SUPPRESS)
     ap.add_argument("--direction", default="fwd", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    print(hostinfo.host_line())
     if args.reps is None:
         args.reps = 3 if args.quick else 10
     if args.budget is None:

@@ -443,12 +443,132 @@ def test_gpu_upfirdn2d_and_bias_act_match_cpu(dtype):
 def test_auto_uses_compiled_bias_act_on_cpu(monkeypatch):
     """impl="auto" picks the compiled kernels on CPU (bias_act included since its CPU kernel beats the reference);
     an op listed in AUTO_PREFERS_REF_ON_CPU goes to the reference on GPU-less machines unless impl="custom"."""
+    from afgan_tf import device
     from afgan_tf.ops import _common
     _need_lib()
     for op in ("bias_act", "filtered_lrelu", "upfirdn2d"):
         assert _common.resolve_impl("auto", op) == "custom"
     monkeypatch.setattr(_common, "AUTO_PREFERS_REF_ON_CPU", frozenset({"bias_act"}))
-    monkeypatch.setattr(_common, "_has_gpu", [False])
+    monkeypatch.setattr(device, "_gpu", [False])
     assert _common.resolve_impl("auto", "bias_act") == "ref"
     assert _common.resolve_impl("custom", "bias_act") == "custom"
     assert _common.resolve_impl("auto", "upfirdn2d") == "custom"
+
+
+# ------------------------------------------------------------------------------------------------ CPU ISA dispatch
+ISA_LEVELS = ("v2", "v3", "v4")
+
+
+def test_isa_forced_level_is_chosen():
+    """build_info() reports the compiled / supported / chosen levels; AFGAN_TF_OPS_ISA (when set) is honoured."""
+    _need_lib()
+    info = _custom_ops.build_info()
+    assert info["loaded"], info
+    supported = info["supported"].split(",")
+    assert info["chosen"] in supported, info
+    forced = os.environ.get("AFGAN_TF_OPS_ISA")
+    if forced:
+        assert info["chosen"] == forced, info
+    elif info["compiled"] != "generic":
+        assert info["chosen"] == supported[-1], info  # the best level this CPU runs
+
+
+@pytest.mark.parametrize("level", ISA_LEVELS)
+def test_isa_level_matches_reference(level):
+    """Each compiled level this CPU runs, forced with AFGAN_TF_OPS_ISA, passes the kernel-vs-reference tests of
+    this file (filtered_lrelu forward/backward/second order/code, all channel-block widths and filter forms) in
+    a fresh process (the level is chosen once per process). Levels the CPU cannot run are skipped."""
+    _need_lib()
+    info = _custom_ops.build_info()
+    if level not in info["compiled"].split(","):
+        pytest.skip(f"{level} not compiled into this library ({info['compiled']})")
+    if level not in info["supported"].split(","):
+        pytest.skip(f"this CPU does not run {level} (it runs {info['supported']})")
+    env = dict(os.environ, AFGAN_TF_OPS_ISA=level, TF_CPP_MIN_LOG_LEVEL="3", AFGAN_TF_OP_LIBRARY=_custom_ops.library_path())
+    env.pop("AFGAN_TF_FORCE_REF", None)
+    sel = "filtered_lrelu_vs_ref or filtered_lrelu_second_order or code_matches or isa_forced_level"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                        os.path.join(ROOT, "tests", "test_custom_ops.py"), "-k", sel],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, f"AFGAN_TF_OPS_ISA={level}:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
+    assert " passed" in r.stdout and "failed" not in r.stdout, r.stdout[-2000:]
+
+
+def test_forcing_an_unsupported_level_is_one_clear_error():
+    _need_lib()
+    info = _custom_ops.build_info()
+    missing = [lv for lv in ISA_LEVELS if lv not in (info["supported"] or "").split(",")]
+    probe = ("import afgan_tf.ops._custom_ops as co; co.is_available('upfirdn2d'); "
+             "print('ERROR', co.load_error())")
+    want = missing[0] if missing else "v9"
+    r = _run_py(probe, {"AFGAN_TF_OPS_ISA": want, "AFGAN_TF_OP_LIBRARY": _custom_ops.library_path(),
+                        "AFGAN_TF_QUIET_OPS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"AFGAN_TF_OPS_ISA={want}" in r.stdout and ("cannot run" in r.stdout or "not one of" in r.stdout), r.stdout
+
+
+def test_only_the_isa_objects_use_wide_vectors():
+    """Portability of the one library: no function outside the v3/v4 kernel namespaces contains an AVX (ymm) or
+    AVX-512 (zmm) instruction, so a v2-only CPU never executes one before or outside the dispatch (the linker
+    could otherwise keep a v3/v4 copy of a shared inline function); and the v4 kernels do use zmm registers."""
+    _need_lib()
+    import re
+    import shutil
+    if not shutil.which("objdump"):
+        pytest.skip("objdump not installed")
+    info = _custom_ops.build_info()
+    if "v3" not in info["compiled"].split(","):
+        pytest.skip(f"no x86-64 ISA levels in this library ({info['compiled']})")
+    r = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", _custom_ops.library_path()],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1000:]
+    bad, wide = {}, {"isa_v3": 0, "isa_v4": 0}
+    cur = ""
+    for line in r.stdout.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if m:
+            cur = m.group(1)
+            continue
+        if "ymm" in line or "zmm" in line:
+            ns = "isa_v4" if "afgan_flrelu::isa_v4" in cur else "isa_v3" if "afgan_flrelu::isa_v3" in cur else None
+            if ns is None:
+                bad[cur] = bad.get(cur, 0) + 1
+            elif "zmm" in line and ns == "isa_v3":
+                bad[cur] = bad.get(cur, 0) + 1
+            else:
+                wide[ns] += 1
+    assert not bad, f"wide-vector instructions outside the ISA kernels: {list(bad)[:5]}"
+    assert wide["isa_v3"] > 0 and ("v4" not in info["compiled"] or wide["isa_v4"] > 0), wide
+
+
+def test_float64_runs_the_reference_even_with_impl_custom():
+    """The kernels compute in float32: float64 input goes to the reference (full precision) for every impl."""
+    from afgan_tf.ops import _common
+    assert _common.resolve_impl("custom", "filtered_lrelu", tf.float64) == "ref"
+    x = tf.constant(np.random.default_rng(0).standard_normal([1, 6, 7, 3]), tf.float64)
+    y = upfirdn2d(x, [1., 3., 3., 1.], up=2, impl="custom")
+    r = upfirdn2d(x, [1., 3., 3., 1.], up=2, impl="ref")
+    assert y.dtype == tf.float64 and np.array_equal(y.numpy(), r.numpy())
+
+
+def test_ops_package_import_graph_has_no_cycle():
+    """issue 14: the loader is a leaf (imports no op module), op modules import no other module's private helper,
+    and the device probe lives in afgan_tf/device.py only."""
+    import ast
+    ops_dir = os.path.join(ROOT, "afgan_tf", "ops")
+    for name in sorted(os.listdir(ops_dir)):
+        if not name.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(ops_dir, name)).read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level >= 1:
+                mod = node.module or ""
+                names = [a.name for a in node.names]
+                if name == "_custom_ops.py":
+                    assert mod == "" and names == ["device"] and node.level == 2, (name, mod, names)
+                if mod not in ("", "_common", "_custom_ops"):
+                    private = [n for n in names if n.startswith("_")]
+                    assert not private, f"{name} imports private helpers {private} from {mod}"
+    probes = subprocess.run(["grep", "-rln", "list_physical_devices", os.path.join(ROOT, "afgan_tf", "ops")],
+                            capture_output=True, text=True).stdout.split()
+    assert probes == [], probes

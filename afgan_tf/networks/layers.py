@@ -75,15 +75,10 @@ class OriginalEntry:
         return a
 
 
-_GPU = None
-
-
 def gpu_available():
-    """True when TensorFlow sees a GPU (fp16 layers are only used then)."""
-    global _GPU
-    if _GPU is None:
-        _GPU = bool(tf.config.list_physical_devices("GPU"))
-    return _GPU
+    """True when TensorFlow sees a GPU (fp16 layers are only used then): ``afgan_tf.device.has_gpu``."""
+    from afgan_tf import device
+    return device.has_gpu()
 
 
 _FORCE_FP16 = None

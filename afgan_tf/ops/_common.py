@@ -2,7 +2,12 @@
 
 * converts numpy / Python inputs to tensors,
 * parses the original's int / ``[x, y]`` / ``[x0, x1, y0, y1]`` forms of ``up``, ``down`` and ``padding``,
+* validates x and filters (``prepare_x``, ``filter_tensor``) and holds the small NHWC shape helpers used by
+  several ops (``dims``, ``crop``),
 * chooses the implementation (``impl="auto" | "ref" | "custom"``).
+
+Import graph (a tree, no cycle): the op modules import ``_common``; ``_common`` imports the loader
+``_custom_ops`` (a leaf: it imports no op module) and ``afgan_tf.device`` (the one device probe).
 
 Set the environment variable ``AFGAN_TF_FORCE_REF=1`` to force the pure-TF reference path everywhere
 (``impl="auto"`` and ``impl="custom"`` then both run the reference).
@@ -11,6 +16,9 @@ import os
 
 import numpy as np
 import tensorflow as tf
+
+from .. import device
+from . import _custom_ops
 
 FORCE_REF_ENV = "AFGAN_TF_FORCE_REF"
 IMPLS = ("auto", "ref", "custom")
@@ -84,32 +92,25 @@ def filter_size(f, name="f"):
 # rewritten (per-activation templates, vectorised row loops): it now measures 0.3-1.0x the reference's time on
 # the network shapes (benchmarks/bench_bias_act.py, docs/custom_ops.md). Kept as the switch for a future op.
 AUTO_PREFERS_REF_ON_CPU = frozenset()
-_has_gpu = []
-
-
-def has_gpu():
-    if not _has_gpu:
-        _has_gpu.append(bool(tf.config.list_physical_devices("GPU")))
-    return _has_gpu[0]
 
 
 def force_ref():
     return os.environ.get(FORCE_REF_ENV, "0").lower() not in ("", "0", "false", "no")
 
 
-def resolve_impl(impl, op_name):
+def resolve_impl(impl, op_name, dtype=None):
     """Returns "ref" or "custom" for the given request.
 
     "auto": the compiled kernel when the op library loaded, provides ``op_name`` and we are not inside an XLA
     (``jit_compile=True``) function, except for ``AUTO_PREFERS_REF_ON_CPU`` ops on GPU-less machines; otherwise the
     reference. "custom": the compiled kernel or a clear error.
-    The env var ``AFGAN_TF_FORCE_REF`` forces "ref".
+    The env var ``AFGAN_TF_FORCE_REF`` forces "ref". float64 inputs (``dtype``) always run the reference (the
+    kernels compute in float32 / float16).
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl == "ref" or force_ref():
+    if impl == "ref" or force_ref() or dtype == tf.float64:
         return "ref"
-    from . import _custom_ops
     if impl == "custom":
         if _custom_ops.in_xla_context():
             raise RuntimeError(f"impl='custom' cannot run inside jit_compile=True (XLA); use impl='auto' or 'ref'")
@@ -117,9 +118,46 @@ def resolve_impl(impl, op_name):
             raise RuntimeError(f"impl='custom' requested for {op_name} but the compiled op library is not "
                                f"available: {_custom_ops.load_error()}")
         return "custom"
-    if op_name in AUTO_PREFERS_REF_ON_CPU and not has_gpu():
+    if op_name in AUTO_PREFERS_REF_ON_CPU and not device.has_gpu():
         return "ref"
     # XLA first: probing (loading) the library inside a jit_compile trace would trace the probe op into XLA.
     if not _custom_ops.in_xla_context() and _custom_ops.is_available(op_name):
         return "custom"
     return "ref"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input checks and NHWC helpers shared by the op modules
+
+def prepare_x(x, op):
+    """x -> float tensor of rank 4 [N, H, W, C] with a static channel count (errors name ``op``)."""
+    x = to_tensor(x, name="x")
+    check_float(x, name=f"{op}: x")
+    check_rank(x, 4, name=f"{op}: x")
+    if x.shape[3] is None:
+        raise ValueError(f"{op}: the channel axis of x must be statically known, got shape {x.shape}")
+    return x
+
+
+def filter_tensor(f, name="f"):
+    """None / array / tensor -> None or float32 tensor of rank 1 or 2 (validated)."""
+    if f is None:
+        return None
+    f = to_tensor(f, name=name, dtype=tf.float32)
+    filter_size(f, name=name)  # raises on bad rank / empty filter
+    return f
+
+
+def dims(x):
+    """Static dims where known, dynamic scalars otherwise."""
+    dyn = tf.shape(x)
+    return [d if d is not None else dyn[i] for i, d in enumerate(x.shape.as_list())]
+
+
+def crop(x, y0, y1, x0, x1):
+    """Removes y0/y1 rows and x0/x1 columns (all >= 0) of [N, H, W, C] with ``tf.slice`` (its gradient is a pad;
+    the gradient of a strided slice is far slower on CPU)."""
+    if y0 == y1 == x0 == x1 == 0:
+        return x
+    _, h, w, _ = dims(x)
+    return tf.slice(x, [0, y0, x0, 0], [-1, h - y0 - y1, w - x0 - x1, -1])

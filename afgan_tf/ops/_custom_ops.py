@@ -7,7 +7,10 @@ Contract used by the op modules (canonical, already-parsed arguments; x is NHWC)
 Filters are float32 tensors (1-D separable or 2-D [fh, fw]; identity passed as None). ``b`` may be None.
 ``axis`` may be negative. ``alpha`` may be None for activations without one. All three return a tensor of
 x's dtype. The kernels are float32 (CPU) / float32+float16 (GPU): float16/bfloat16 without a GPU are computed
-in float32 and cast back; float64 inputs are handed to the public op with ``impl="ref"`` (full precision).
+in float32 and cast back; float64 is refused (the public ops route it to their reference, see
+``_common.resolve_impl``).
+
+This module is a leaf of the ops package: it imports no op module (only TensorFlow and ``afgan_tf.device``).
 
 The library
 -----------
@@ -21,23 +24,31 @@ The library
   backward reads the 2-bit sign/clamp code saved by the forward (spec §1.4) and is itself differentiable.
 * Custom ops have no XLA kernels: ``in_xla_context()`` tells ``resolve_impl`` to use the reference inside
   ``jit_compile=True`` functions.
+* CPU ISA dispatch (custom_ops/cpu_isa.h): the hot kernels are compiled for x86-64-v2/v3/v4 and the library
+  picks the best level the CPU runs; ``AFGAN_TF_OPS_ISA=v2|v3|v4`` forces one (a level this CPU cannot run makes
+  the load fail with one line). ``build_info()`` reports the compiled, supported and chosen levels.
 """
+import ctypes
 import glob
 import hashlib
 import os
+import platform
 import threading
 import warnings
 
 import tensorflow as tf
 
+from .. import device
+
 OPS_ABI_VERSION = 3  # must equal kOpsAbiVersion in custom_ops/afgan_common.h
 LIBRARY_ENV = "AFGAN_TF_OP_LIBRARY"
+ISA_ENV = "AFGAN_TF_OPS_ISA"
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # afgan_tf/
 _SRC_DIR = os.path.join(os.path.dirname(_PKG_DIR), "custom_ops")
 _OP_NAMES = {"upfirdn2d": "afgan_upfirdn2d", "bias_act": "afgan_bias_act", "filtered_lrelu": "afgan_filtered_lrelu"}
 
 _lock = threading.Lock()
-_state = {"tried": False, "module": None, "error": None, "path": None}
+_state = {"tried": False, "module": None, "error": None, "path": None, "isa": None}
 
 
 def source_hash(src_dir=None):
@@ -93,7 +104,64 @@ def _try_load():
     for name in _OP_NAMES.values():
         if not hasattr(mod, name):
             raise RuntimeError(f"op library {path} lacks the op {name}; rebuild it")
+    isa = _read_isa(path)
+    _state["isa"] = isa
+    if isa.get("error"):
+        raise RuntimeError(f"op library {path}: {isa['error']}")
     return mod
+
+
+def _read_isa(path):
+    """The library's ISA levels (compiled / supported by this CPU / chosen) through its C entry points."""
+    try:
+        lib = ctypes.CDLL(path)  # already loaded by TF: same handle
+        out = {}
+        for key in ("compiled", "supported", "chosen", "error"):
+            fn = getattr(lib, f"afgan_tf_ops_isa_{key}")
+            fn.restype = ctypes.c_char_p
+            out[key] = fn().decode()
+        return out
+    except (OSError, AttributeError) as e:
+        return {"compiled": "unknown", "supported": "unknown", "chosen": "unknown",
+                "error": f"no ISA dispatch entry points ({e}); rebuild it"}
+
+
+def cpu_model():
+    """The host CPU's model name and its AVX/FMA/BMI flags (benchmarks print them)."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = sorted({f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "fma", "bmi"))})
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
+def build_info():
+    """dict: ``library`` (path or None), ``loaded`` (bool), ``error`` (load error or None), ISA levels
+    ``compiled`` / ``supported`` (by this CPU) / ``chosen`` (e.g. "v2,v3,v4" / "v2,v3" / "v3"), ``forced``
+    (the ``AFGAN_TF_OPS_ISA`` value or None), and the host's ``cpu`` model and ``cpu_flags``."""
+    mod = _lib()
+    isa = _state["isa"] or {}
+    model, flags = cpu_model()
+    return {"library": _state["path"], "loaded": mod is not None, "error": _state["error"],
+            "compiled": isa.get("compiled"), "supported": isa.get("supported"),
+            "chosen": isa.get("chosen") if mod is not None else None,
+            "forced": os.environ.get(ISA_ENV) or None, "cpu": model, "cpu_flags": flags}
+
+
+def build_info_line():
+    """One line for benchmark headers: host CPU, ISA flags, compiled / chosen op-library levels."""
+    i = build_info()
+    lib = (f"op library ISA compiled {i['compiled']}, CPU runs {i['supported']}, chosen {i['chosen']}"
+           + (f" (forced by {ISA_ENV}={i['forced']})" if i["forced"] else "")) if i["loaded"] else \
+        f"op library not loaded ({i['error']})"
+    return f"host CPU: {i['cpu']} [{' '.join(i['cpu_flags'])}]; {lib}"
 
 
 def _lib():
@@ -117,7 +185,7 @@ def _lib():
 def _reset_for_tests():
     """Forgets the load attempt (tests switch AFGAN_TF_OP_LIBRARY)."""
     with _lock:
-        _state.update(tried=False, module=None, error=None, path=None)
+        _state.update(tried=False, module=None, error=None, path=None, isa=None)
 
 
 def is_available(op_name):
@@ -151,17 +219,13 @@ def _require():
     return mod
 
 
-_HAS_GPU = None
-
-
 def _compute_dtype(x):
-    global _HAS_GPU
     if x.dtype == tf.float32:
         return tf.float32
     if x.dtype == tf.float16:
-        if _HAS_GPU is None:
-            _HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
-        return tf.float16 if _HAS_GPU else tf.float32
+        return tf.float16 if device.has_gpu() else tf.float32
+    if x.dtype == tf.float64:
+        raise TypeError("the compiled ops compute in float32/float16; float64 runs the reference (impl='ref')")
     if x.dtype.is_floating:
         return tf.float32
     raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype.name}")
@@ -183,10 +247,6 @@ def upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gai
     """Compiled upfirdn2d (see afgan_tf.ops.upfirdn2d for the semantics). x NHWC."""
     mod = _require()
     x = tf.convert_to_tensor(x)
-    if x.dtype == tf.float64:
-        from .upfirdn2d import upfirdn2d as ref
-        return ref(x, f, up=[upx, upy], down=[downx, downy], padding=[px0, px1, py0, py1], flip_filter=flip_filter,
-                   gain=gain, impl="ref")
     dt = _compute_dtype(x)
     xc = tf.cast(x, dt) if dt != x.dtype else x
     y = mod.afgan_upfirdn2d(xc, _filter(f, "f", 2), upx=int(upx), upy=int(upy), downx=int(downx),
@@ -228,9 +288,6 @@ def bias_act(x, b, axis, act, alpha, gain, clamp):
     """Compiled bias_act (see afgan_tf.ops.bias_act). alpha/gain resolved; clamp float or None."""
     mod = _require()
     x = tf.convert_to_tensor(x)
-    if x.dtype == tf.float64:
-        from .bias_act import bias_act as ref
-        return ref(x, b, axis=axis, act=act, alpha=alpha, gain=gain, clamp=clamp, impl="ref")
     dt = _compute_dtype(x)
     xc = tf.cast(x, dt) if dt != x.dtype else x
     rank = xc.shape.rank
@@ -307,10 +364,6 @@ def filtered_lrelu(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1, gai
     """Compiled fused filtered_lrelu (see afgan_tf.ops.filtered_lrelu). Saves only a 2-bit code for backward."""
     mod = _require()
     x = tf.convert_to_tensor(x)
-    if x.dtype == tf.float64:
-        from .filtered_lrelu import filtered_lrelu as ref
-        return ref(x, fu, fd, b, up=[upx, upy], down=[downx, downy], padding=[px0, px1, py0, py1], gain=gain,
-                   slope=slope, clamp=clamp, flip_filter=flip_filter, impl="ref")
     dt = _compute_dtype(x)
     xc = tf.cast(x, dt) if dt != x.dtype else x
     bc = tf.zeros([0], dt) if b is None else tf.cast(tf.convert_to_tensor(b), dt)

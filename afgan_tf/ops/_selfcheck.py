@@ -45,8 +45,8 @@ def enabled():
         return False
     if _state["tested"] is not None:
         return True
-    from . import _common
-    return _common.has_gpu()
+    from afgan_tf import device
+    return device.has_gpu()
 
 
 def _device():
@@ -133,7 +133,8 @@ def driver_problem(info, driver, cc):
 
 def _gpu_cc():
     try:
-        gpus = tf.config.list_physical_devices("GPU")
+        from afgan_tf import device
+        gpus = device.physical_devices("GPU")
         if not gpus:
             return None
         cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")

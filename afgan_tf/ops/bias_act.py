@@ -14,7 +14,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from . import _common, _selfcheck
+from . import _common, _custom_ops, _selfcheck
 
 Activation = collections.namedtuple("Activation", ["func", "def_alpha", "def_gain", "has_alpha"])
 
@@ -117,8 +117,7 @@ def bias_act(x, b=None, axis=-1, act="linear", alpha=None, gain=None, clamp=None
         if b.shape[0] is not None and x.shape[axis] is not None and b.shape[0] != x.shape[axis]:
             raise ValueError(f"bias_act: b has {b.shape[0]} entries but x.shape[{axis}] = {x.shape[axis]} "
                              f"(x shape {x.shape})")
-    if _common.resolve_impl(impl, "bias_act") == "custom" and _selfcheck.passes("bias_act", x, b, axis, act, alpha,
-                                                                                gain, clamp):
-        from . import _custom_ops
+    if _common.resolve_impl(impl, "bias_act", x.dtype) == "custom" and _selfcheck.passes(
+            "bias_act", x, b, axis, act, alpha, gain, clamp):
         return _custom_ops.bias_act(x, b, axis, act, alpha, gain, clamp)
     return _bias_act_ref(x, b, axis, spec, alpha, gain, clamp)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import _common
-from .upfirdn2d import _crop, _dims, _filter_tensor, upfirdn2d
+from .upfirdn2d import upfirdn2d
 
 
 def _check_int_factor(v, name):
@@ -48,7 +48,7 @@ def _conv(x, w, stride=1, padding=(0, 0), groups=1, transpose=False, flip_weight
         if py or px:
             x = tf.pad(x, [[0, 0], [py, py], [px, px], [0, 0]])
         return tf.nn.conv2d(x, w, strides=[1, stride, stride, 1], padding="VALID")    # [N, Ho, Wo, Cout]
-    n, h, wd, _ = _dims(x)
+    n, h, wd, _ = _common.dims(x)
     cout = int(w.shape[3])
     # x has w.shape[2] channels here (the transposed conv maps "in" -> "out" of the forward layout).
     filt = tf.transpose(w, [0, 1, 3, 2])                                             # [kh, kw, Cout, Cin]
@@ -57,7 +57,7 @@ def _conv(x, w, stride=1, padding=(0, 0), groups=1, transpose=False, flip_weight
         out_shape = tf.stack(out_shape)
     y = tf.nn.conv2d_transpose(x, filt, out_shape, strides=[1, stride, stride, 1], padding="VALID")
     if py or px:
-        y = _crop(y, py, py, px, px)
+        y = _common.crop(y, py, py, px, px)
     return y
 
 
@@ -84,7 +84,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
     _common.check_float(w, name="conv2d_resample: w")
     _common.check_rank(w, 4, name="conv2d_resample: w", layout="[kh, kw, in / groups, out]")
     w = tf.cast(w, x.dtype)
-    f = _filter_tensor(f)
+    f = _common.filter_tensor(f)
     up = _check_int_factor(up, "up")
     down = _check_int_factor(down, "down")
     groups = _check_int_factor(groups, "groups")

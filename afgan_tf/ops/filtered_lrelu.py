@@ -16,9 +16,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from . import _common, _selfcheck
+from . import _common, _custom_ops, _selfcheck
 from .bias_act import bias_act
-from .upfirdn2d import _filter_tensor, _prepare_x, upfirdn2d
+from .upfirdn2d import upfirdn2d
 
 
 def output_size(n, up, down, p0, p1, fu_taps, fd_taps, axis="x"):
@@ -34,9 +34,9 @@ def output_size(n, up, down, p0, p1, fu_taps, fd_taps, axis="x"):
 
 def _parse_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter, op="filtered_lrelu"):
     """Validates the arguments; returns (x, fu, fd, b, canonical tuple)."""
-    x = _prepare_x(x, op)
-    fu = _filter_tensor(fu, "fu")
-    fd = _filter_tensor(fd, "fd")
+    x = _common.prepare_x(x, op)
+    fu = _common.filter_tensor(fu, "fu")
+    fd = _common.filter_tensor(fd, "fd")
     upx, upy = _common.parse_scaling(up, "up")
     downx, downy = _common.parse_scaling(down, "down")
     px0, px1, py0, py1 = _common.parse_padding(padding)
@@ -89,9 +89,8 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=ma
     """
     x, fu, fd, b, canon = _parse_args(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter)
     upx, upy, downx, downy, px0, px1, py0, py1, gain, slope, clamp, flip_filter = canon
-    if _common.resolve_impl(impl, "filtered_lrelu") == "custom" and _selfcheck.passes("filtered_lrelu", x, fu, fd, b,
-                                                                                      *canon):
-        from . import _custom_ops
+    if _common.resolve_impl(impl, "filtered_lrelu", x.dtype) == "custom" and _selfcheck.passes(
+            "filtered_lrelu", x, fu, fd, b, *canon):
         return _custom_ops.filtered_lrelu(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1, gain, slope,
                                           clamp, flip_filter)
     return _filtered_lrelu_ref(x, fu, fd, b, *canon)

@@ -25,7 +25,7 @@ and the result is cast back** to the input dtype (accuracy of an fp32 accumulato
 import numpy as np
 import tensorflow as tf
 
-from . import _common, _selfcheck
+from . import _common, _custom_ops, _selfcheck
 
 _LOW_PRECISION = (tf.float16, tf.bfloat16)
 
@@ -75,41 +75,17 @@ def setup_filter(f, normalize=True, flip_filter=False, gain=1, separable=None):
     return tf.constant(np.ascontiguousarray(f), dtype=tf.float32)
 
 
-def _filter_tensor(f, name="f"):
-    """None / array / tensor -> None or float32 tensor of rank 1 or 2 (validated)."""
-    if f is None:
-        return None
-    f = _common.to_tensor(f, name=name, dtype=tf.float32)
-    _common.filter_size(f, name=name)  # raises on bad rank / empty filter
-    return f
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Building blocks (all NHWC)
-
-def _dims(x):
-    """Static dims where known, dynamic scalars otherwise."""
-    dyn = tf.shape(x)
-    return [d if d is not None else dyn[i] for i, d in enumerate(x.shape.as_list())]
-
 
 def _zero_stuff(x, upx, upy):
     """[N, H, W, C] -> [N, H*upy, W*upx, C] with input sample i at index i*up (zeros after each sample)."""
     if upx == 1 and upy == 1:
         return x
-    n, h, w, c = _dims(x)
+    n, h, w, c = _common.dims(x)
     x = tf.reshape(x, [n, h, 1, w, 1, c])                                       # [N, H, 1, W, 1, C]
     x = tf.pad(x, [[0, 0], [0, 0], [0, upy - 1], [0, 0], [0, upx - 1], [0, 0]])  # [N, H, upy, W, upx, C]
     return tf.reshape(x, [n, h * upy, w * upx, c])                              # [N, H*upy, W*upx, C]
-
-
-def _crop(x, y0, y1, x0, x1):
-    """Removes y0/y1 rows and x0/x1 columns (all >= 0) of [N, H, W, C] with ``tf.slice`` (its gradient is a pad;
-    the gradient of a strided slice is far slower on CPU)."""
-    if y0 == y1 == x0 == x1 == 0:
-        return x
-    _, h, w, _ = _dims(x)
-    return tf.slice(x, [0, y0, x0, 0], [-1, h - y0 - y1, w - x0 - x1, -1])
 
 
 def _pad_crop(x, px0, px1, py0, py1):
@@ -117,7 +93,7 @@ def _pad_crop(x, px0, px1, py0, py1):
     if max(px0, px1, py0, py1) > 0:
         x = tf.pad(x, [[0, 0], [max(py0, 0), max(py1, 0)], [max(px0, 0), max(px1, 0)], [0, 0]])
     if min(px0, px1, py0, py1) < 0:
-        x = _crop(x, max(-py0, 0), max(-py1, 0), max(-px0, 0), max(-px1, 0))
+        x = _common.crop(x, max(-py0, 0), max(-py1, 0), max(-px0, 0), max(-px1, 0))
     return x
 
 
@@ -128,7 +104,7 @@ def _depthwise(x, k2d, sy, sx):
     with a singleton spatial axis (equal strides then select the same samples), and a 2-D pass with unequal
     strides decimates the remaining axis by slicing.
     """
-    n, h, w, c = _dims(x)
+    n, h, w, c = _common.dims(x)
     kh, kw = k2d.shape
     if sy == sx:
         k = tf.tile(k2d[:, :, None, None], [1, 1, c, 1])                        # [kh, kw, C, 1]
@@ -172,17 +148,17 @@ def _upsample_1d_polyphase(x, g, up, p0, p1, axis):
     start = max(0, t0)
     if axis == 2:
         xp = _pad_crop(x, lo, hi, 0, 0)
-        xp = _crop(xp, 0, 0, start, int(xp.shape[2]) - (start + q + length - 1))       # [N, H, Q+L-1, C]
+        xp = _common.crop(xp, 0, 0, start, int(xp.shape[2]) - (start + q + length - 1))       # [N, H, Q+L-1, C]
         ys = [_depthwise(xp, phases[r][None, :], 1, 1) for r in range(up)]              # up x [N, H, Q, C]
         y = tf.stack(ys, axis=3)                                                        # [N, H, Q, up, C]
-        nn, h, _, _, c = _dims(y)
-        return _crop(tf.reshape(y, [nn, h, q * up, c]), 0, 0, 0, q * up - m_out)        # [N, H, M, C]
+        nn, h, _, _, c = _common.dims(y)
+        return _common.crop(tf.reshape(y, [nn, h, q * up, c]), 0, 0, 0, q * up - m_out)        # [N, H, M, C]
     xp = _pad_crop(x, 0, 0, lo, hi)
-    xp = _crop(xp, start, int(xp.shape[1]) - (start + q + length - 1), 0, 0)            # [N, Q+L-1, W, C]
+    xp = _common.crop(xp, start, int(xp.shape[1]) - (start + q + length - 1), 0, 0)            # [N, Q+L-1, W, C]
     ys = [_depthwise(xp, phases[r][:, None], 1, 1) for r in range(up)]                  # up x [N, Q, W, C]
     y = tf.stack(ys, axis=2)                                                            # [N, Q, up, W, C]
-    nn, _, _, w, c = _dims(y)
-    return _crop(tf.reshape(y, [nn, q * up, w, c]), 0, q * up - m_out, 0, 0)            # [N, M, W, C]
+    nn, _, _, w, c = _common.dims(y)
+    return _common.crop(tf.reshape(y, [nn, q * up, w, c]), 0, q * up - m_out, 0, 0)            # [N, M, W, C]
 
 
 def _out_size(n, up, p0, p1, taps, down, axis, op="upfirdn2d"):
@@ -239,15 +215,6 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter
 # ----------------------------------------------------------------------------------------------------------------
 # Public ops
 
-def _prepare_x(x, op):
-    x = _common.to_tensor(x, name="x")
-    _common.check_float(x, name=f"{op}: x")
-    _common.check_rank(x, 4, name=f"{op}: x")
-    if x.shape[3] is None:
-        raise ValueError(f"{op}: the channel axis of x must be statically known, got shape {x.shape}")
-    return x
-
-
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="auto"):
     """Pad, upsample, filter and downsample a batch of NHWC images (spec §1.2).
 
@@ -264,8 +231,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="au
     Returns:
         ``[N, (H*upy + py0 + py1 - fh) // downy + 1, (W*upx + px0 + px1 - fw) // downx + 1, C]``, dtype of x.
     """
-    x = _prepare_x(x, "upfirdn2d")
-    f = _filter_tensor(f)
+    x = _common.prepare_x(x, "upfirdn2d")
+    f = _common.filter_tensor(f)
     upx, upy = _common.parse_scaling(up, "up")
     downx, downy = _common.parse_scaling(down, "down")
     px0, px1, py0, py1 = _common.parse_padding(padding)
@@ -275,16 +242,15 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="au
         _out_size(int(x.shape[1]), upy, py0, py1, fh, downy, "y (height)")
     if x.shape[2] is not None:
         _out_size(int(x.shape[2]), upx, px0, px1, fw, downx, "x (width)")
-    if _common.resolve_impl(impl, "upfirdn2d") == "custom" and _selfcheck.passes(
+    if _common.resolve_impl(impl, "upfirdn2d", x.dtype) == "custom" and _selfcheck.passes(
             "upfirdn2d", x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain):
-        from . import _custom_ops
         return _custom_ops.upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain)
     return _upfirdn2d_ref(x, f, upx, upy, downx, downy, px0, px1, py0, py1, bool(flip_filter), gain)
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl="auto"):
     """Same-size FIR filtering: pads ``(p + fw // 2, p + (fw - 1) // 2)`` (likewise in y) then ``upfirdn2d``."""
-    f = _filter_tensor(f)
+    f = _common.filter_tensor(f)
     px0, px1, py0, py1 = _common.parse_padding(padding)
     fw, fh = _common.filter_size(f)
     p = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
@@ -293,7 +259,7 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl="auto"):
 
 def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl="auto"):
     """Upsampling by ``up`` with FIR ``f``: output ``n * up`` (+ padding), gain ``gain * upx * upy``."""
-    f = _filter_tensor(f)
+    f = _common.filter_tensor(f)
     upx, upy = _common.parse_scaling(up, "up")
     px0, px1, py0, py1 = _common.parse_padding(padding)
     fw, fh = _common.filter_size(f)
@@ -303,7 +269,7 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl="auto"):
 
 def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl="auto"):
     """Downsampling by ``down`` with FIR ``f``: output ``n / down`` (+ padding)."""
-    f = _filter_tensor(f)
+    f = _common.filter_tensor(f)
     downx, downy = _common.parse_scaling(down, "down")
     px0, px1, py0, py1 = _common.parse_padding(padding)
     fw, fh = _common.filter_size(f)

@@ -16,6 +16,8 @@ import os
 
 import tensorflow as tf
 
+from afgan_tf import device
+
 from afgan_tf.training.options import STRATEGIES, OptionError
 
 
@@ -40,7 +42,7 @@ def _num_tf_config_workers(cfg):
 
 def configure_cpu_replicas(n):
     """Split the physical CPU into ``n`` logical devices (must run before TF's runtime starts)."""
-    cpus = tf.config.list_physical_devices("CPU")
+    cpus = device.physical_devices("CPU")
     if not cpus:
         raise RuntimeError("no CPU device found")
     current = tf.config.get_logical_device_configuration(cpus[0])
@@ -60,7 +62,7 @@ def make_strategy(kind="auto", cpu_replicas=0):
     if cpu_replicas < 0:
         raise OptionError(f"--cpu-replicas: must be >= 0, got {cpu_replicas}")
     cfg = tf_config()
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = device.physical_devices("GPU")
     if kind == "auto":
         if _num_tf_config_workers(cfg) > 1:
             kind = "multiworker"

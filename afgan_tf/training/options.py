@@ -29,6 +29,11 @@ CPU_PRESETS = {
     # a bit more capacity; still minutes per kimg on a laptop CPU.
     "cpu-small": dict(res=32, batch=16, cbase=2048, cmax=64, map_depth=2, mbstd_group=4, gamma=0.1,
                       tick=1, snap=5),
+    # The convergence benchmark's setting (docs/convergence.md): config b at 16x16 on the procedural shapes
+    # dataset with its exact quality metric; ~10 sec/kimg on 2 idle cores.
+    "cpu-shapes": dict(cfg="stylegan2-fourier", data="shapes:16384:16", metrics="shapes_valid", res=16, batch=32,
+                       cbase=2048, cmax=32, map_depth=2, mbstd_group=4, gamma=0.1, glr=0.0025, dlr=0.0025,
+                       aug="noaug", tick=4, snap=1),
 }
 
 # Per-config defaults from the original train.py (spec §5.8 table).
