@@ -5,7 +5,8 @@ from absl import flags
 from afgan_tf.training.options import AUG_MODES, CONFIGS, CPU_PRESETS, STRATEGIES
 
 # Flags a --preset may fill in (only when not given on the command line).
-PRESET_FLAGS = ("res", "batch", "cbase", "cmax", "map-depth", "mbstd-group", "gamma", "tick", "snap")
+PRESET_FLAGS = ("cfg", "data", "metrics", "res", "batch", "cbase", "cmax", "map-depth", "mbstd-group", "gamma",
+                "glr", "dlr", "aug", "tick", "snap")
 
 
 def define_flags(flag_values=flags.FLAGS):
