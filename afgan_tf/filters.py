@@ -1,4 +1,4 @@
-"""Low-pass filter design and the StyleGAN3 synthesis layer schedule (spec §2, §3.4, §3.5).
+"""Low-pass filter design and the StyleGAN3 synthesis layer schedule (docs/ALGORITHM.md §2, §3.4, §3.5).
 
 * ``kaiser_atten`` / ``kaiser_beta``: Kaiser's formulas (same results as ``scipy.signal.kaiser_atten/kaiser_beta``).
 * ``design_lowpass_filter``: separable Kaiser-windowed sinc (``scipy.signal.firwin(numtaps, cutoff, width=width,
@@ -54,7 +54,7 @@ def _check_design_args(numtaps, cutoff, width, fs):
 
 
 def design_lowpass_filter(numtaps, cutoff, width, fs, radial=False):
-    """Designs a StyleGAN3 low-pass filter (spec §2).
+    """Designs a StyleGAN3 low-pass filter (docs/ALGORITHM.md §2).
 
     Args:
       numtaps: number of taps ``n`` per axis; 1 means "no filter" and returns ``None``.
@@ -93,7 +93,7 @@ def design_lowpass_filter(numtaps, cutoff, width, fs, radial=False):
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-    """Constants of one synthesis layer ``L{index}`` (spec §3.4/§3.5). Rates/cutoffs in cycles per canvas unit."""
+    """Constants of one synthesis layer ``L{index}`` (docs/ALGORITHM.md §3.4/§3.5). Rates/cutoffs in cycles per canvas unit."""
     index: int
     name: str
     is_torgb: bool
@@ -141,7 +141,7 @@ def _positive_int(v, name, minimum=1):
 def synthesis_schedule(img_resolution, channel_base, channel_max, num_layers=14, num_critical=2, first_cutoff=2,
                        first_stopband=2 ** 2.1, last_stopband_rel=2 ** 0.3, margin_size=10, conv_kernel=3,
                        use_radial_filters=False, num_fp16_res=4, filter_size=6, lrelu_upsampling=2, img_channels=3):
-    """Per-layer schedule of the StyleGAN3 synthesis network (spec §3.5), a list of ``num_layers + 1`` LayerSpec.
+    """Per-layer schedule of the StyleGAN3 synthesis network (docs/ALGORITHM.md §3.5), a list of ``num_layers + 1`` LayerSpec.
 
     Args (the original's SynthesisNetwork/SynthesisLayer hyperparameters):
       img_resolution: output resolution (power of two). channel_base, channel_max: capacity (already doubled for R).
@@ -155,7 +155,7 @@ def synthesis_schedule(img_resolution, channel_base, channel_max, num_layers=14,
     Steps: e_i = min(i/(N - num_critical), 1); f_c, f_t geometric from the first to the last values;
     s = 2^ceil(log2(min(2 f_t, res))); f_h = max(f_t, s/2) - f_c; size = s + 2 margin (last two: res);
     ch = rint(min(channel_base/2 / f_c, channel_max)) (last: img_channels); then per layer the temporary rate,
-    up/down factors, taps and the padding that keeps the sample grids centred (spec §1.1, §3.4).
+    up/down factors, taps and the padding that keeps the sample grids centred (docs/ALGORITHM.md §1.1, §3.4).
     The input layer's constants are those of layer 0's input side (see ``input_spec``).
     """
     img_resolution = _positive_int(img_resolution, "img_resolution", 2)
@@ -214,7 +214,7 @@ def synthesis_schedule(img_resolution, channel_base, channel_max, num_layers=14,
 
 def layer_geometry(is_torgb, in_sampling_rate, out_sampling_rate, in_size, out_size, conv_kernel=3, filter_size=6,
                    lrelu_upsampling=2, name="layer"):
-    """Derived constants of one SynthesisLayer (spec §3.4): dict(tmp_sampling_rate, up, down, conv_kernel,
+    """Derived constants of one SynthesisLayer (docs/ALGORITHM.md §3.4): dict(tmp_sampling_rate, up, down, conv_kernel,
     up_taps, down_taps, padding=(x0, x1, y0, y1)).
 
     s_tmp = max(s_in, s_out) * (1 if ToRGB else lrelu_upsampling); up = s_tmp/s_in; down = s_tmp/s_out;

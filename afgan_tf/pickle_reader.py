@@ -1,4 +1,4 @@
-"""Safe, torch-free reader for the original's network pickles (``network-snapshot-*.pkl``, spec §3.8).
+"""Safe, torch-free reader for the original's network pickles (``network-snapshot-*.pkl``, docs/ALGORITHM.md §3.8).
 
 An original snapshot is a plain pickle of ``{"G", "D", "G_ema", "augment_pipe", "training_set_kwargs"}``. Every
 network is a "persistent" object: its pickle calls ``torch_utils.persistence._reconstruct_persistent_obj(meta)``,

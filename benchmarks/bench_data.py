@@ -6,7 +6,7 @@ Creates a synthetic photo-like dataset in a temp dir in two encodings (PNG, raw)
 format, and reports images/s of each pipeline and the ratio against the baseline measured in the same run: a
 Python loop that reads the same TFRecords, parses each Example, decodes the PNG with PIL, mirrors every
 second image and converts to float32 in [-1, 1]. The last lines compare with the data rate the fastest
-training configuration of spec §8.6 consumes (FFHQ-U 256², StyleGAN2, 8×A100: 2.19 s/kimg).
+training configuration of docs/ALGORITHM.md §8.6 consumes (FFHQ-U 256², StyleGAN2, 8×A100: 2.19 s/kimg).
 """
 import argparse
 import os

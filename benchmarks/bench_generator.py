@@ -1,4 +1,4 @@
-"""Benchmark of the StyleGAN3 generator (full default capacity, spec §3.5) on CPU: forward (batch 1, 4) and
+"""Benchmark of the StyleGAN3 generator (full default capacity, docs/ALGORITHM.md §3.5) on CPU: forward (batch 1, 4) and
 forward+backward (batch 1, 4; loss = mean(img^2), gradients wrt all G parameters) at 64/128/256 for T and R.
 
 Every case runs in its own subprocess (so the peak RSS is per case, like the original's timing file): one warm-up

@@ -1,4 +1,4 @@
-"""Benchmark of the ops at the shapes of the 256x256 StyleGAN3-T generator (spec §3.5.1) and its discriminator.
+"""Benchmark of the ops at the shapes of the 256x256 StyleGAN3-T generator (docs/ALGORITHM.md §3.5.1) and its discriminator.
 
 Every case runs in its own subprocess (so the peak RSS is per case): one warm-up call (includes tracing), then
 timed calls; prints min / median time, images/s (batch / min time) and peak RSS (``ru_maxrss``) above the

@@ -1,4 +1,4 @@
-// TensorFlow OpKernels of the fused, tiled CUDA filtered_lrelu (spec 1.5); the kernel itself (FlreluTileKernel,
+// TensorFlow OpKernels of the fused, tiled CUDA filtered_lrelu (docs/ALGORITHM.md §1.5); the kernel itself (FlreluTileKernel,
 // launch_flrelu_tiled) is in gpu_launch.cu.cc, free of TensorFlow. One thread block per (sample, channel
 // block, output tile);
 // bias, upsampling, gain/lrelu/clamp + 2-bit code (or the code mask in the gradient) and downsampling all in

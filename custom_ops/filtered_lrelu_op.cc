@@ -7,7 +7,7 @@
 // filter is the 1-tap rank-1 filter [1]. `code` holds 2 bits per high-rate sample ([N, Hs, Ws, ceil(C/4)]
 // uint8, four channels per byte): 0 passed, 1 negative (gradient x slope), 2 clamped (gradient 0).
 //
-// CPU kernel design (one pass per tile; spec 1.4/1.5):
+// CPU kernel design (one pass per tile; docs/ALGORITHM.md §1.4, §1.5):
 //   work unit = (sample n, block of CB channels, tile of output rows); units run on TF's intra-op pool.
 //   1. load the input rows the tile needs (+ bias) into a [rows, cols, CB] buffer;
 //   2. stage A (rate increase): polyphase FIR from precomputed tap tables (no zero-stuffing):

@@ -1,4 +1,4 @@
-// Fused, tiled filtered_lrelu (spec 1.4 / 1.5): the algorithm of the CUDA kernel, written as phases that
+// Fused, tiled filtered_lrelu (docs/ALGORITHM.md §1.4, §1.5): the algorithm of the CUDA kernel, written as phases that
 // also run on the CPU.
 //
 // One thread block computes one output tile (TH x TW pixels) of one sample for a block of CB channels:

@@ -1,4 +1,4 @@
-"""Flags of ``tools/dataset_tool.py`` (spec §6.5, §6.1). Dashed spellings (``--ffhq-json``) are accepted by the
+"""Flags of ``tools/dataset_tool.py`` (docs/ALGORITHM.md §6.5, §6.1). Dashed spellings (``--ffhq-json``) are accepted by the
 tool, which maps them to these underscore names before parsing."""
 from absl import flags
 
@@ -22,7 +22,7 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("max_images", None, "Stop after writing this many images.", lower_bound=1, flag_values=fv)
     flags.DEFINE_string("ffhq_json", None, "ffhq-dataset-v2.json (landmarks of the in-the-wild images); "
                         "--source is then the in-the-wild images folder.", flag_values=fv)
-    flags.DEFINE_bool("ffhqu", False, "FFHQ-U unaligned crops (spec 6.1): axis aligned, random shift, no padding, "
+    flags.DEFINE_bool("ffhqu", False, "FFHQ-U unaligned crops (docs/ALGORITHM.md §6.1): axis aligned, random shift, no padding, "
                       "retried crops; needs --ffhq_json and --resolution.", flag_values=fv)
     flags.DEFINE_float("random_shift", 0.2, "FFHQ-U random shift, as a fraction of the crop side (std).",
                        lower_bound=0.0, flag_values=fv)

@@ -1,4 +1,4 @@
-"""ADA augmentation pipe and p controller vs independent numpy / scipy computations (spec §5.4)."""
+"""ADA augmentation pipe and p controller vs independent numpy / scipy computations (docs/ALGORITHM.md §5.4)."""
 import itertools
 import math
 import os
@@ -84,7 +84,7 @@ def _S(sx, sy):
 
 
 def np_geometric(img, G_inv):
-    """Spec §5.4 literally: dynamic reflect pad, upsample, bilinear (align_corners=False, zeros), downsample."""
+    """docs/ALGORITHM.md §5.4 literally: dynamic reflect pad, upsample, bilinear (align_corners=False, zeros), downsample."""
     N, H, W, C = img.shape
     hz = sym6_filter()
     hz_pad = 3

@@ -268,7 +268,7 @@ def test_filtered_lrelu_second_order():
 
 
 def test_filtered_lrelu_code_matches_reference_intermediate():
-    """The stored 2-bit code equals sign/clamp of the reference's high-rate intermediate (spec 1.4)."""
+    """The stored 2-bit code equals sign/clamp of the reference's high-rate intermediate (docs/ALGORITHM.md §1.4)."""
     _need_lib()
     rng = np.random.default_rng(5)
     c = 6

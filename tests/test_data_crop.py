@@ -1,4 +1,4 @@
-"""FFHQ-U crop (spec §6.1): geometry, shift distribution, retries / no padding, seeding, PIL and tf resampling."""
+"""FFHQ-U crop (docs/ALGORITHM.md §6.1): geometry, shift distribution, retries / no padding, seeding, PIL and tf resampling."""
 import numpy as np
 import pytest
 import scipy.stats

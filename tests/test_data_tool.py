@@ -153,7 +153,7 @@ def test_interrupted_build_leaves_no_dataset(tmp_path, monkeypatch):
 
 
 def _replay_ffhqu(pairs, num_entries, seed, shift, res):
-    """Independent replay of spec §6.1 step 3 (RandomState(seed), dummy (N, 2) draw, per-image draws)."""
+    """Independent replay of docs/ALGORITHM.md §6.1 step 3 (RandomState(seed), dummy (N, 2) draw, per-image draws)."""
     rng = np.random.RandomState(seed)
     rng.normal(0, 1, (num_entries, 2))
     out = []

@@ -1,4 +1,4 @@
-"""G_ema update maths (spec §5.3, §11) and the training blocks under tf.distribute (MirroredStrategy)."""
+"""G_ema update maths (docs/ALGORITHM.md §5.3, §11) and the training blocks under tf.distribute (MirroredStrategy)."""
 import os
 import subprocess
 import sys
@@ -40,7 +40,7 @@ def _model(units=3, seed=0):
 
 def test_beta_values_spec():
     assert ema_kimg_for_batch(32) == 10.0 and ema_kimg_for_batch(64) == 20.0
-    assert abs(ema_beta(10 ** 9, 32) - 0.9977844) < 5e-8                   # steady state, batch 32 (spec §11)
+    assert abs(ema_beta(10 ** 9, 32) - 0.9977844) < 5e-8                   # steady state, batch 32 (docs/ALGORITHM.md §11)
     assert abs(ema_beta(10 ** 9, 64) - 0.5 ** (64 / 20000)) < 1e-15
     assert ema_beta(0, 32) == 0.0                                          # first step copies G
     # Ramp-up: ema_nimg = min(10000, cur_nimg * 0.05).

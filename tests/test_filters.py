@@ -1,6 +1,6 @@
-"""Filter design and synthesis schedule (afgan_tf.filters) vs scipy, the reference taps (spec §11), independently
+"""Filter design and synthesis schedule (afgan_tf.filters) vs scipy, the reference taps (docs/ALGORITHM.md §11), independently
 derived schedule tables (tests/fixtures/schedule_tables.md), the parity files' layer_info and the phase/centring
-property (spec §1.1)."""
+property (docs/ALGORITHM.md §1.1)."""
 import math
 import re
 
@@ -19,7 +19,7 @@ SCHEDULE_TABLES = "schedule_tables.md"  # tests/fixtures: 11 configurations, see
 # Kaiser formulas and filter taps
 
 def test_kaiser_reference_values():
-    # spec §11: n=12, Δf=0.75 -> A = 67.17295 dB, beta = 6.443719
+    # docs/ALGORITHM.md §11: n=12, Δf=0.75 -> A = 67.17295 dB, beta = 6.443719
     a = kaiser_atten(12, 0.75)
     assert abs(a - 67.17295) < 1e-5
     assert abs(kaiser_beta(a) - 6.443719) < 1e-6
@@ -201,7 +201,7 @@ def _check_tables(tables):
 
 
 def test_schedule_names_from_spec_text():
-    # spec §3.5.3 (names listed in the text; R@1024 and R@256 cbase 16384 have no full table)
+    # docs/ALGORITHM.md §3.5.3 (names listed in the text; R@1024 and R@256 cbase 16384 have no full table)
     r1024 = [L.name for L in synthesis_schedule(1024, 65536, 1024, conv_kernel=1, use_radial_filters=True)]
     assert r1024[:7] == [f"L{i}_{s}_1024" for i, s in enumerate([36, 36, 52, 52, 84, 148, 148])]
     assert r1024[7:] == ["L7_276_645", "L8_276_406", "L9_532_256", "L10_1044_161", "L11_1044_102", "L12_1044_64",
@@ -285,7 +285,7 @@ def test_layer_chain_keeps_grid_centred(res, cfg):
         y = _upfirdn1d(x, fu.astype(np.float64), L.up, 1, L.padding[0], L.padding[1], L.up)
         y = _upfirdn1d(y, fd.astype(np.float64), 1, L.down, 0, 0, 1)
         assert len(y) == L.out_size, L.name
-        # output size formula of filtered_lrelu (spec §1.4)
+        # output size formula of filtered_lrelu (docs/ALGORITHM.md §1.4)
         assert L.out_size == (n_in * L.up + L.padding[0] + L.padding[1] - (L.up_taps - 1) - (L.down_taps - 1)
                               + L.down - 1) // L.down
         g = _grid(L.out_size, L.out_sampling_rate)

@@ -287,7 +287,7 @@ def test_tile_emulator_float16_io():
 
 
 SG3_LAYERS = [
-    # (x shape, fu shape, fd shape, up, down, padding): StyleGAN3 layer kinds at 256x256 (spec 3.5)
+    # (x shape, fu shape, fd shape, up, down, padding): StyleGAN3 layer kinds at 256x256 (docs/ALGORITHM.md §3.5)
     ([1, 38, 38, 512], (12,), (12,), 2, 2, [9, 8, 9, 8]),              # T, same-rate layer
     ([1, 36, 36, 512], (24,), (12,), 4, 2, [21, 20, 21, 20]),          # T, rate-doubling layer
     ([1, 148, 148, 64], (12,), (12,), 2, 2, [9, 8, 9, 8]),             # T, last layers (many pixels)

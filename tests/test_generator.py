@@ -1,6 +1,6 @@
 """StyleGAN3 generator (afgan_tf.networks) vs the original's outputs (g_t64.npz / g_r64.npz), state_dict
 conversion and refusals, EMA updates, tf.function / tf.distribute use, translation equivariance, parameter counts
-(spec §3.7) and the train.py presets."""
+(docs/ALGORITHM.md §3.7) and the train.py presets."""
 import json
 import os
 import subprocess
@@ -384,7 +384,7 @@ def test_distribute_mirrored_matches_single_device(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Full-size networks: parameter counts (spec §3.7; T@64/T@128 from the original's timing file)
+# Full-size networks: parameter counts (docs/ALGORITHM.md §3.7; T@64/T@128 from the original's timing file)
 
 def _count(G):
     return sum(int(np.prod(v.shape)) for v in G.trainable_variables)
@@ -410,7 +410,7 @@ def test_full_size_parameter_counts_slow(cfg, res, cbase, expect_m):
 
 
 def test_spec_state_dict_example_t256_cbase16384():
-    """spec §3.7 table: names and shapes of the stylegan3-t 256x256 cbase 16384 generator."""
+    """docs/ALGORITHM.md §3.7 table: names and shapes of the stylegan3-t 256x256 cbase 16384 generator."""
     G = Generator(**presets.generator_kwargs("stylegan3-t", 256, cbase=16384))
     shapes = {k: v.shape for k, v in G.original_state_dict().items()}
     assert len(shapes) == 114
@@ -462,7 +462,7 @@ def test_presets_reproduce_parity_kwargs(fname):
 def test_presets_values():
     t = presets.generator_kwargs("stylegan3-t", 256)
     assert t["channel_base"] == 32768 and t["channel_max"] == 512 and t["mapping_kwargs"] == {"num_layers": 2}
-    assert abs(t["magnitude_ema_beta"] - 0.9988916) < 1e-7  # spec §11 (batch 32)
+    assert abs(t["magnitude_ema_beta"] - 0.9988916) < 1e-7  # docs/ALGORITHM.md §11 (batch 32)
     assert abs(presets.generator_kwargs("stylegan3-t", 256, batch=64)["magnitude_ema_beta"] - 0.997784) < 1e-6
     r = presets.generator_kwargs("stylegan3-r", 256, fp32=True)
     assert (r["channel_base"], r["channel_max"], r["conv_kernel"], r["use_radial_filters"]) == (65536, 1024, 1, True)

@@ -309,7 +309,7 @@ def test_bad_arguments():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# D-input blur (spec §5.5)
+# D-input blur (docs/ALGORITHM.md §5.5)
 
 def test_blur_kernel_sigma10():
     f = blur_kernel(10.0).numpy()

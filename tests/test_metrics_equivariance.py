@@ -117,7 +117,7 @@ def test_bandlimit_filter_sizes_and_polyphase_normalisation():
 
 
 def _upfirdn_slow(x, f, up, p0, p1, gain):
-    """Zero-stuff, pad, true 2-D convolution ('valid'), gain — straight from spec §1.2 (one channel)."""
+    """Zero-stuff, pad, true 2-D convolution ('valid'), gain — straight from docs/ALGORITHM.md §1.2 (one channel)."""
     H, W = x.shape
     u = np.zeros((H * up, W * up))
     u[::up, ::up] = x

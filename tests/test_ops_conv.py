@@ -187,7 +187,7 @@ def test_conv2d_resample_errors():
 # modulated_conv2d
 
 def np_modulated_conv2d(x, w, s, demodulate=True, padding=0, input_gain=None):
-    """Per-sample numpy loop of spec §1.6 (float64)."""
+    """Per-sample numpy loop of docs/ALGORITHM.md §1.6 (float64)."""
     x, w, s = [np.asarray(a, np.float64) for a in (x, w, s)]
     n, _, _, cin = x.shape
     if demodulate:

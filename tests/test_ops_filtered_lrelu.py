@@ -60,7 +60,7 @@ def test_parity(case, impl):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Independent numpy composition (spec §1.4) on random configurations.
+# Independent numpy composition (docs/ALGORITHM.md §1.4) on random configurations.
 
 def np_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp, flip):
     t = x + (0 if b is None else b)
@@ -146,7 +146,7 @@ def test_second_order_gradient_exists():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Grid centring (spec §1.1, §3.4, §11 centering.py): a cosine through a layer's filter chain stays centred.
+# Grid centring (docs/ALGORITHM.md §1.1, §3.4, §11 centering.py): a cosine through a layer's filter chain stays centred.
 
 def _layer_padding(in_size, out_size, k, up, down, n_up, n_down):
     p = (out_size - 1) * down + 1 - (in_size + k - 1) * up + n_up + n_down - 2
@@ -254,7 +254,7 @@ def test_errors():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# filtered_lrelu_lowmem: custom gradient from an int8 code (spec §1.4 recipe).
+# filtered_lrelu_lowmem: custom gradient from an int8 code (docs/ALGORITHM.md §1.4 recipe).
 
 @pytest.mark.parametrize("case", _cases())
 def test_lowmem_parity(case):

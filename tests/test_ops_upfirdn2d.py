@@ -18,7 +18,7 @@ def _cases():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Independent numpy reference: a literal zero-stuff / pad / convolve / decimate loop (spec §1.2).
+# Independent numpy reference: a literal zero-stuff / pad / convolve / decimate loop (docs/ALGORITHM.md §1.2).
 
 def np_upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     """x [N, H, W, C] float64 numpy; same argument forms as the op."""

@@ -1,4 +1,4 @@
-"""Average power spectra of a dataset or a generator (spec §7.6).
+"""Average power spectra of a dataset or a generator (docs/ALGORITHM.md §7.6).
 
   python tools/avg_spectra.py stats   --source=DATA|NET [--num=N] [--seed=0]
   python tools/avg_spectra.py calc    --source=DATA|NET --dest=X.npz --mean=M --std=S [--num=N] [--seed=0]

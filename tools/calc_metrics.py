@@ -1,4 +1,4 @@
-"""Compute quality / equivariance metrics of a network (spec §7, §9.3).
+"""Compute quality / equivariance metrics of a network (docs/ALGORITHM.md §7, §9.3).
 
   python tools/calc_metrics.py --network=NET --metrics=eqt50k_int,eqt50k_frac,eqr50k,fid50k_full,kid50k_full \
       --data=DATASET --inception=classify_image_graph_def.pb [--num=N] [--seed=0] [--outdir=DIR]

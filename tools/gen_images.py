@@ -1,4 +1,4 @@
-"""Generate images with a trained network (spec §9.1).
+"""Generate images with a trained network (docs/ALGORITHM.md §9.1).
 
   python tools/gen_images.py --network=NET --seeds=0,1,4-6 --outdir=out [--trunc=0.7] [--class=3]
       [--translate=0.1,-0.05] [--rotate=10] [--grid=3x2]

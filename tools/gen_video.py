@@ -1,4 +1,4 @@
-"""Latent-interpolation video (mp4 grid) of a trained network (spec §9.2).
+"""Latent-interpolation video (mp4 grid) of a trained network (docs/ALGORITHM.md §9.2).
 
   python tools/gen_video.py --network=NET --seeds=0-31 --grid=4x2 --output=lerp.mp4 [--num-keyframes=4]
       [--w-frames=120] [--trunc=1] [--shuffle-seed=0] [--fps=60]

@@ -1,4 +1,4 @@
-"""FFHQ-U unaligned crops (spec §6.1): landmarks → axis-aligned square with a seeded random shift.
+"""FFHQ-U unaligned crops (docs/ALGORITHM.md §6.1): landmarks → axis-aligned square with a seeded random shift.
 
 Pure numpy geometry (used by the dataset tool and the embedded default dataset):
   1. ``landmark_crop_params(lm)``: 68 dlib landmarks → centre ``c0`` and crop side ``q``
@@ -40,7 +40,7 @@ def _check_landmarks(lm):
 
 
 def landmark_crop_params(lm):
-    """68 landmarks ``[68, 2]`` (x, y) → ``(c0 [2], q)``: unshifted centre and crop side (spec §6.1 steps 1–2)."""
+    """68 landmarks ``[68, 2]`` (x, y) → ``(c0 [2], q)``: unshifted centre and crop side (docs/ALGORITHM.md §6.1 steps 1–2)."""
     lm = _check_landmarks(lm)
     eye_left = lm[36:42].mean(axis=0)
     eye_right = lm[42:48].mean(axis=0)
@@ -77,7 +77,7 @@ def box_inside(box, width, height):
 
 def random_shift_crop(c0, q, width, height, rng, random_shift=DEFAULT_SHIFT, retry_crops=True,
                       max_retries=MAX_RETRIES):
-    """Seeded random translation with retries (spec §6.1 step 3) → ``(c [2], attempts)``.
+    """Seeded random translation with retries (docs/ALGORITHM.md §6.1 step 3) → ``(c [2], attempts)``.
 
     ``rng`` is a ``numpy.random.RandomState`` (the original's legacy stream); each attempt draws
     ``rng.normal(0, 1, 2)``. ``random_shift == 0`` draws nothing. Raises :class:`CropError` when no attempt fits.

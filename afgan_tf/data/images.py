@@ -1,4 +1,4 @@
-"""Image loading, validation and the dataset tool's transforms (spec §6.5), all with PIL.
+"""Image loading, validation and the dataset tool's transforms (docs/ALGORITHM.md §6.5), all with PIL.
 
 * ``open_image(src, name, max_pixels)`` opens a path / bytes / file object lazily (PIL reads only the header) and
   refuses what is not an image and headers claiming more than ``max_pixels`` pixels (a decompression bomb is just a
@@ -10,7 +10,7 @@
   converted (``"CMYK->RGB"``, ``"16->8 bit"``) or is None. ``load_image`` returns the array only.
 * ``lanczos_resize`` is PIL's Lanczos (``Image.LANCZOS``) — the resampler of the original tool.
 * ``apply_transform(img, transform, width, height)``: ``None`` / ``"center-crop"`` / ``"center-crop-wide"``
-  exactly as described in spec §6.5; returns ``None`` when the original tool would drop the image.
+  exactly as described in docs/ALGORITHM.md §6.5; returns ``None`` when the original tool would drop the image.
 * ``encode_png`` / ``decode_png``: lossless PNG bytes <-> uint8 ``[H, W, C]``.
 * ``path_problem(path)``: a broken symlink, a symlink loop, a missing / unreadable / non-regular file, in words.
 
@@ -244,7 +244,7 @@ def is_power_of_two(n):
 
 
 def apply_transform(a, transform, width, height):
-    """The original tool's transforms (spec §6.5) on uint8 ``[H, W, C]``; ``None`` = dropped image.
+    """The original tool's transforms (docs/ALGORITHM.md §6.5) on uint8 ``[H, W, C]``; ``None`` = dropped image.
 
     * ``None``: Lanczos resize to ``width x height`` when given, else unchanged.
     * ``"center-crop"``: central square of side ``min(h, w)``, then Lanczos to ``width x height``.

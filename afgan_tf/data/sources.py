@@ -3,7 +3,7 @@ the FFHQ in-the-wild folder with ``ffhq-dataset-v2.json`` landmarks.
 
 * :class:`ImageFolder`: images of a folder (recursive) or zip, sorted by relative path (``/`` separators);
   labels from ``dataset.json`` (``{"labels": [[relpath, label], ...]}`` or ``null``): integer labels →
-  one-hot (dimension = max+1), lists → float32 vectors (spec §5.6).
+  one-hot (dimension = max+1), lists → float32 vectors (docs/ALGORITHM.md §5.6).
 * :func:`ffhq_items`: the entries of ``ffhq-dataset-v2.json`` in index order with in-the-wild file + landmarks.
 """
 import json

@@ -1,4 +1,4 @@
-"""Equivariance metrics EQ-T, EQ-T_frac and EQ-R (spec §7.5, paper App. E).
+"""Equivariance metrics EQ-T, EQ-T_frac and EQ-R (docs/ALGORITHM.md §7.5, paper App. E).
 
 Each metric compares, as a PSNR over valid pixels, a transformed *reference* (the untransformed output ``orig``
 resampled by the transform) with the output of the synthesis network whose input layer was given the transform
@@ -129,7 +129,7 @@ def _shift_axis(x, i, w, a, axis):
 
 
 def apply_fractional_translation(x, tx, ty, a=3):
-    """Lanczos-``a`` fractional shift of NHWC images by (tx·W, ty·H) pixels (spec §7.5, EQ-T_frac).
+    """Lanczos-``a`` fractional shift of NHWC images by (tx·W, ty·H) pixels (docs/ALGORITHM.md §7.5, EQ-T_frac).
 
     Steps: τ = t·n, i = floor(τ), φ = τ − i; 2a taps m ∈ {−(a−1)…a} with weights L(m − φ)/Σ, L(x) = sinc(x)·sinc(x/a);
     applied along x then y with zero fill; values outside the region the original writes are zero.
@@ -479,7 +479,7 @@ def psnr_from_sums(s1, s2):
 
 def eq_psnr(G, z, kind, translate=None, angle=None, batch_size=4, c=None, seed=0, return_sums=False,
             compile=True):
-    """Per-sample equivariance PSNR (dB) of generator ``G`` for latents ``z`` (spec §7.5).
+    """Per-sample equivariance PSNR (dB) of generator ``G`` for latents ``z`` (docs/ALGORITHM.md §7.5).
 
     Args:
       G: generator with ``mapping``, ``synthesis`` and ``synthesis.input.transform`` (3×3 variable).

@@ -1,4 +1,4 @@
-"""FID and KID (spec §7.1, §7.2): feature extractors, streaming statistics, cached dataset statistics.
+"""FID and KID (docs/ALGORITHM.md §7.1, §7.2): feature extractors, streaming statistics, cached dataset statistics.
 
 * Feature extractors map uint8-valued NHWC images to feature vectors ``[N, D]``:
   :class:`InceptionGraphDef` loads the standard FID Inception network from the original TF graph

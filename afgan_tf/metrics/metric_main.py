@@ -1,4 +1,4 @@
-"""Metric registry with the original's names (spec §7, §9.3): one call computes one metric and returns a record.
+"""Metric registry with the original's names (docs/ALGORITHM.md §7, §9.3): one call computes one metric and returns a record.
 
 ``calc_metric(name, G, dataset=..., inception=..., ...)`` -> ``{"results": {name: value}, "metric", "total_time",
 "total_time_str", "num_gpus", "snapshot_pkl", "timestamp", ...}``; ``report_metric`` appends it to

@@ -1,4 +1,4 @@
-"""Average power spectra (spec §7.6) and their plots (heatmap, 0°/45° slices).
+"""Average power spectra (docs/ALGORITHM.md §7.6) and their plots (heatmap, 0°/45° slices).
 
 Steps of :func:`accumulate_spectrum` per image: x = (u8 − mean)/std (two dataset-wide scalars), multiply by a
 separable symmetric Kaiser window (β = 8, each 1-D window normalised to unit energy), zero-pad bottom/right to

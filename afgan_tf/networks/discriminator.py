@@ -1,4 +1,4 @@
-"""StyleGAN2 discriminator (used unchanged by StyleGAN3; spec §4), NHWC, Keras 3.
+"""StyleGAN2 discriminator (used unchanged by StyleGAN3; docs/ALGORITHM.md §4), NHWC, Keras 3.
 
 Layers (one per concept):
 * :class:`Conv2dLayer` — equalised-lr conv (weight × 1/sqrt(in·k²)), optional [1,3,3,1] down/up-sampling through
@@ -74,7 +74,7 @@ class _NCHWFlattenFC(OriginalEntry):
 
 @register
 class Conv2dLayer(keras.layers.Layer):
-    """Equalised-lr conv used by D (spec §1.7).
+    """Equalised-lr conv used by D (docs/ALGORITHM.md §1.7).
 
     Args:
         in_channels, out_channels, kernel_size: conv shape (padding ``kernel_size // 2``).
@@ -135,7 +135,7 @@ class Conv2dLayer(keras.layers.Layer):
 
 @register
 class MinibatchStdLayer(keras.layers.Layer):
-    """Minibatch standard deviation (spec §4), NHWC.
+    """Minibatch standard deviation (docs/ALGORITHM.md §4), NHWC.
 
     Args:
         group_size: G (effective ``min(G, N)``; None = whole batch). N must be divisible by it.
@@ -343,7 +343,7 @@ def _normalize_2nd_moment(x, eps=1e-8):
 
 @register
 class DiscriminatorMapping(keras.layers.Layer):
-    """Label embedding of the conditional D: the StyleGAN2 mapping network with ``z_dim=0`` (spec §4).
+    """Label embedding of the conditional D: the StyleGAN2 mapping network with ``z_dim=0`` (docs/ALGORITHM.md §4).
 
     Args: c_dim, w_dim (= cmap_dim), num_layers (8), embed_features (w_dim), layer_features (w_dim),
     activation ('lrelu'), lr_multiplier (0.01), w_avg_beta (ignored: D has no w_avg).
@@ -397,7 +397,7 @@ _MAPPING_KWARGS = ("num_layers", "embed_features", "layer_features", "activation
 
 @register
 class Discriminator(NetworkConfig, keras.Model):
-    """StyleGAN2 residual discriminator with the original's constructor kwargs (spec §4).
+    """StyleGAN2 residual discriminator with the original's constructor kwargs (docs/ALGORITHM.md §4).
 
     Args:
         c_dim: label size (0 = unconditional). img_resolution: power of two >= 4. img_channels.

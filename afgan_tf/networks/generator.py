@@ -1,4 +1,4 @@
-"""StyleGAN3 generator (spec §3.1): ``Generator = MappingNetwork + SynthesisNetwork`` as a Keras 3 model, NHWC.
+"""StyleGAN3 generator (docs/ALGORITHM.md §3.1): ``Generator = MappingNetwork + SynthesisNetwork`` as a Keras 3 model, NHWC.
 
 ``Generator(**init_kwargs)`` takes exactly the original's constructor kwargs; ``original_state_dict()`` /
 ``load_original_state_dict(sd)`` convert from/to the original's parameter names and layouts

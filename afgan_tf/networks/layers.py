@@ -1,4 +1,4 @@
-"""Keras 3 building blocks of the StyleGAN3 generator (spec §1.7, §3.2-§3.5). Layout NHWC.
+"""Keras 3 building blocks of the StyleGAN3 generator (docs/ALGORITHM.md §1.7, §3.2-§3.5). Layout NHWC.
 
 * ``FullyConnectedLayer`` — equalised-learning-rate dense layer (StyleGAN3 variant with ``weight_init``).
 * ``MappingNetwork`` — z (+ c) -> w, ``w_avg`` tracking and truncation, broadcast to ``[N, num_ws, w_dim]``.
@@ -212,7 +212,7 @@ def _modulated_conv2d(*args, **kwargs):
 
 @register
 class FullyConnectedLayer(keras.layers.Layer):
-    """Equalised-learning-rate dense layer (spec §1.7, StyleGAN3 variant).
+    """Equalised-learning-rate dense layer (docs/ALGORITHM.md §1.7, StyleGAN3 variant).
 
     Args:
       in_features, out_features: sizes. activation: a ``bias_act`` activation name ("linear", "lrelu", ...).
@@ -276,7 +276,7 @@ class FullyConnectedLayer(keras.layers.Layer):
 
 @register
 class MappingNetwork(keras.layers.Layer):
-    """Mapping network (spec §3.2): normalise z, embed + normalise c, ``num_layers`` lrelu FC layers, ``w_avg``.
+    """Mapping network (docs/ALGORITHM.md §3.2): normalise z, embed + normalise c, ``num_layers`` lrelu FC layers, ``w_avg``.
 
     Args:
       z_dim, c_dim, w_dim: latent, label, intermediate latent sizes (z_dim or c_dim may be 0, not both).
@@ -366,7 +366,7 @@ class MappingNetwork(keras.layers.Layer):
 
 @register
 class SynthesisInput(keras.layers.Layer):
-    """Transformed Fourier features (spec §3.3).
+    """Transformed Fourier features (docs/ALGORITHM.md §3.3).
 
     Args:
       w_dim: size of w. channels: number of features C0. size: output size (int or [W, H]).
@@ -466,7 +466,7 @@ class SynthesisInput(keras.layers.Layer):
 
 @register
 class SynthesisLayer(keras.layers.Layer):
-    """One synthesis layer (spec §3.4): affine -> modulated conv (input gain = magnitude_ema^-1/2) ->
+    """One synthesis layer (docs/ALGORITHM.md §3.4): affine -> modulated conv (input gain = magnitude_ema^-1/2) ->
     filtered_lrelu with the designed up/down filters; ToRGB variant (1x1, no demodulation, linear, no filters).
 
     Args (the original's): w_dim; is_torgb; is_critically_sampled; use_fp16 (used only with a GPU);
@@ -592,7 +592,7 @@ SYNTHESIS_LAYER_KWARGS = ("conv_kernel", "filter_size", "lrelu_upsampling", "use
 
 @register
 class SynthesisNetwork(keras.layers.Layer):
-    """Synthesis network (spec §3.5): ``SynthesisInput`` + layers ``L{i}_{size}_{ch}`` (i = 0..num_layers) from
+    """Synthesis network (docs/ALGORITHM.md §3.5): ``SynthesisInput`` + layers ``L{i}_{size}_{ch}`` (i = 0..num_layers) from
     ``afgan_tf.filters.synthesis_schedule``; output = last layer x ``output_scale``, float32 NHWC.
 
     Args (the original's): w_dim, img_resolution, img_channels, channel_base (32768), channel_max (512),

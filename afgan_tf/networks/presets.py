@@ -1,4 +1,4 @@
-"""Network kwargs exactly as the original train.py builds them for ``--cfg`` (spec §5.8).
+"""Network kwargs exactly as the original train.py builds them for ``--cfg`` (docs/ALGORITHM.md §5.8).
 
 ``generator_kwargs(cfg, img_resolution, ...)`` / ``discriminator_kwargs(cfg, img_resolution, ...)`` return the
 constructor kwargs (the original's ``G_kwargs`` / ``D_kwargs`` plus ``c_dim, img_resolution, img_channels``), so

@@ -21,7 +21,7 @@ The library
   and the ops fall back to the pure-TF reference; importing never fails.
 * Gradients are registered for every op type: upfirdn2d's gradient is an upfirdn2d (any order);
   bias_act's is ``AfganBiasActGrad`` whose own gradient is registered (second order); filtered_lrelu's
-  backward reads the 2-bit sign/clamp code saved by the forward (spec §1.4) and is itself differentiable.
+  backward reads the 2-bit sign/clamp code saved by the forward (docs/ALGORITHM.md §1.4) and is itself differentiable.
 * Custom ops have no XLA kernels: ``in_xla_context()`` tells ``resolve_impl`` to use the reference inside
   ``jit_compile=True`` functions.
 * CPU ISA dispatch (custom_ops/cpu_isa.h): the hot kernels are compiled for x86-64-v2/v3/v4 and the library

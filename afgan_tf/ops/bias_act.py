@@ -1,4 +1,4 @@
-"""Fused bias + activation + gain + clamp (``bias_act``, spec §1.3).
+"""Fused bias + activation + gain + clamp (``bias_act``, docs/ALGORITHM.md §1.3).
 
 ``y = clamp(gain * act(x + b), -clamp, +clamp)`` with ``b`` broadcast along ``axis`` (NHWC channels: -1).
 

@@ -1,6 +1,6 @@
 """2-D convolution with optional FIR up/downsampling (``conv2d_resample``), NHWC, weight ``[kh, kw, in, out]``.
 
-Used by the discriminator (down path, spec §4) and the StyleGAN2 generator (up path, ``README_sg2.md``).
+Used by the discriminator (down path, docs/ALGORITHM.md §4) and the StyleGAN2 generator (up path, ``README_sg2.md``).
 Padding is first adjusted for the resampling filter (as the wrappers of ``upfirdn2d`` do), then:
   * 1x1 kernel, down only: FIR-filter + decimate (``upfirdn2d``), then the 1x1 conv;
   * 1x1 kernel, up only: 1x1 conv, then zero-stuff + FIR (gain up^2);

@@ -1,4 +1,4 @@
-"""The alias-free nonlinearity ``filtered_lrelu`` (spec §1.4), NHWC.
+"""The alias-free nonlinearity ``filtered_lrelu`` (docs/ALGORITHM.md §1.4), NHWC.
 
 Reference = the composition of the original (each step an op of this package):
   1. ``t = x + b`` (per-channel bias, before upsampling);
@@ -111,18 +111,18 @@ def _filtered_lrelu_ref(x, fu, fd, b, upx, upy, downx, downy, px0, px1, py0, py1
 # Memory-lean variant: same forward, custom gradient that keeps only an int8 code per high-rate sample.
 
 def _adjoint_pad(n, up, down, p0, taps, out):
-    """Padding (before, after) of the upfirdn2d that computes the gradient of a pass (spec §1.2)."""
+    """Padding (before, after) of the upfirdn2d that computes the gradient of a pass (docs/ALGORITHM.md §1.2)."""
     return taps - p0 - 1, n * up - out * down + p0 - up + 1
 
 
 def filtered_lrelu_lowmem(x, fu=None, fd=None, b=None, up=1, down=1, padding=0, gain=math.sqrt(2), slope=0.2,
                           clamp=None, flip_filter=False):
     """``filtered_lrelu`` (reference path) whose backward pass keeps an int8 code instead of the float
-    high-rate intermediate (the spec §1.4 recipe).
+    high-rate intermediate (the docs/ALGORITHM.md §1.4 recipe).
 
     Forward: identical to the reference composition. Saved for the backward pass: one int8 per high-rate sample
     (0 = positive, 1 = negative -> slope, 2 = clamped -> zero gradient). Backward: the adjoint of the down pass
-    (an ``upfirdn2d`` with up/down swapped, the filter flipped and the padding of spec §1.2), times
+    (an ``upfirdn2d`` with up/down swapped, the filter flipped and the padding of docs/ALGORITHM.md §1.2), times
     ``gain`` / ``gain * slope`` / 0 from the code, then the adjoint of the up pass; ``db`` = sum of ``dx``.
     The backward is built from ``upfirdn2d`` calls, so it is differentiable again (the second derivative through
     the piecewise-linear lrelu/clamp is zero almost everywhere, exactly as for autodiff). Same arguments as

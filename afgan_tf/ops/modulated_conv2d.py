@@ -1,4 +1,4 @@
-"""Modulated convolution, StyleGAN3 variant (spec §1.6), NHWC, weight ``[kh, kw, in, out]``, styles ``[N, in]``.
+"""Modulated convolution, StyleGAN3 variant (docs/ALGORITHM.md §1.6), NHWC, weight ``[kh, kw, in, out]``, styles ``[N, in]``.
 
 Steps (both forms):
   1. if ``demodulate``: pre-normalise ``w`` per output channel by its RMS and ``s`` by the RMS over the *whole

@@ -1,4 +1,4 @@
-"""Upsample, pad, FIR-filter and downsample (``upfirdn2d``) for NHWC tensors, plus its wrappers (spec §1.2).
+"""Upsample, pad, FIR-filter and downsample (``upfirdn2d``) for NHWC tensors, plus its wrappers (docs/ALGORITHM.md §1.2).
 
 Public functions: ``setup_filter``, ``upfirdn2d``, ``filter2d``, ``upsample2d``, ``downsample2d``.
 
@@ -216,7 +216,7 @@ def _upfirdn2d_ref(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter
 # Public ops
 
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl="auto"):
-    """Pad, upsample, filter and downsample a batch of NHWC images (spec §1.2).
+    """Pad, upsample, filter and downsample a batch of NHWC images (docs/ALGORITHM.md §1.2).
 
     Args:
         x: float tensor / array ``[N, H, W, C]``.

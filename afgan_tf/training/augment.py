@@ -1,4 +1,4 @@
-"""ADA: adaptive discriminator augmentation (the 'bgc' pipeline) and the p controller (spec §5.4).
+"""ADA: adaptive discriminator augmentation (the 'bgc' pipeline) and the p controller (docs/ALGORITHM.md §5.4).
 
 ``AugmentPipe`` applies, per sample and independently with probability ``multiplier * p``, the geometric
 augmentations x-flip, rotate90, integer translation, isotropic scale, (pre/post) rotation, anisotropic scale and
@@ -115,7 +115,7 @@ def _batch_eye(n, k, dtype=tf.float32):
 # Geometric execution.
 
 def _pad_margins(G_inv, H, W, hz_pad):
-    """Dynamic reflect-padding amounts (mx0, my0, mx1, my1) as int32 [4] (spec §5.4, step 2)."""
+    """Dynamic reflect-padding amounts (mx0, my0, mx1, my1) as int32 [4] (docs/ALGORITHM.md §5.4, step 2)."""
     cx, cy = (W - 1) / 2, (H - 1) / 2
     cp = tf.constant([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], G_inv.dtype)   # [4, 3]
     cp = tf.einsum("nij,kj->nik", G_inv, cp)                                                  # [N, 3, 4]

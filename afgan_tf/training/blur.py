@@ -1,4 +1,4 @@
-"""Blur of the discriminator's inputs (config R, early training; spec §5.5).
+"""Blur of the discriminator's inputs (config R, early training; docs/ALGORITHM.md §5.5).
 
 At image count ``cur_nimg`` the blur width is ``sigma = init_sigma * max(1 - cur_nimg / (fade_kimg * 1000), 0)``
 and, when ``floor(3 * sigma) > 0``, every image entering D is filtered separably with the 1-D kernel

@@ -1,4 +1,4 @@
-"""Exponential moving average of the generator weights (``G_ema``; spec §5.3).
+"""Exponential moving average of the generator weights (``G_ema``; docs/ALGORITHM.md §5.3).
 
 ``ema_kimg = batch * 10 / 32``; with ramp-up ``r`` (0.05, off on resume): ``ema_nimg = min(ema_kimg * 1000,
 cur_nimg * r)``; ``beta = 0.5 ** (batch / max(ema_nimg, 1e-8))``. Then every trainable weight becomes

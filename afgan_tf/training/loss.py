@@ -1,4 +1,4 @@
-"""StyleGAN2/3 training loss (the original's ``StyleGAN2Loss``; spec §5.1-5.2).
+"""StyleGAN2/3 training loss (the original's ``StyleGAN2Loss``; docs/ALGORITHM.md §5.1-5.2).
 
 Phases (each a pure function of its inputs returning loss values, gradients and statistics, so a
 ``tf.function`` / ``strategy.run`` step can call it):
@@ -30,7 +30,7 @@ from afgan_tf.networks.layers import tf_variables
 # Helpers.
 
 def lazy_adam_params(lr, betas, interval):
-    """Optimiser correction for a regulariser run every ``interval`` minibatches (spec §5.2).
+    """Optimiser correction for a regulariser run every ``interval`` minibatches (docs/ALGORITHM.md §5.2).
 
     ``r = interval / (interval + 1)``; returns ``(lr * r, (beta1 ** r, beta2 ** r))``. ``interval`` None/0 means
     no lazy regularisation: the arguments are returned unchanged.

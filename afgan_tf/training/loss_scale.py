@@ -1,6 +1,6 @@
 """Dynamic loss scaling for the float16 layers (mixed precision on GPU).
 
-The networks compute their top ``num_fp16_res`` resolutions in float16 when a GPU is present (spec §3.6, §5.1). Small
+The networks compute their top ``num_fp16_res`` resolutions in float16 when a GPU is present (docs/ALGORITHM.md §3.6, §5.1). Small
 gradients of float16 activations underflow, so with mixed precision each training phase multiplies its loss by a
 scale ``S`` (gradients are then ``S`` times too large), and after the cross-replica reduction:
 

@@ -1,4 +1,4 @@
-"""Training options: config presets, validation and the run directory (spec §5.7, §5.8).
+"""Training options: config presets, validation and the run directory (docs/ALGORITHM.md §5.7, §5.8).
 
 ``resolve_options(**flag_values)`` turns the command-line values into one plain, JSON-serialisable dict
 (``training_options.json``) holding everything the loop needs: network kwargs in the original's form
@@ -13,7 +13,7 @@ CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2", "stylegan2-fourier")  # la
 AUG_MODES = ("noaug", "ada", "fixed")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
-# Names accepted by the original's --metrics (spec §7); 'none' disables metrics.
+# Names accepted by the original's --metrics (docs/ALGORITHM.md §7); 'none' disables metrics.
 METRIC_NAMES = (
     "fid50k_full", "kid50k_full", "pr50k3_full", "ppl2_wend", "eqt50k_int", "eqt50k_frac", "eqr50k",
     "fid50k", "kid50k", "pr50k3", "is50k", "ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend",
@@ -36,7 +36,7 @@ CPU_PRESETS = {
                        aug="noaug", tick=4, snap=1),
 }
 
-# Per-config defaults from the original train.py (spec §5.8 table).
+# Per-config defaults from the original train.py (docs/ALGORITHM.md §5.8 table).
 CONFIG_DEFAULTS = {
     "stylegan3-t": dict(glr=0.0025, map_depth=2, style_mixing_prob=0.0, pl_weight=0.0, G_reg_interval=None),
     "stylegan3-r": dict(glr=0.0025, map_depth=2, style_mixing_prob=0.0, pl_weight=0.0, G_reg_interval=None),
@@ -192,7 +192,7 @@ def _parse_metrics(metrics):
 
 
 def apply_resume_settings(opts, weights_only):
-    """Like the original for --resume=PKL: ADA speed 100 kimg, no EMA ramp-up, no blur (spec §5.7)."""
+    """Like the original for --resume=PKL: ADA speed 100 kimg, no EMA ramp-up, no blur (docs/ALGORITHM.md §5.7)."""
     if weights_only:
         opts["ada_kimg"] = 100
         opts["ema_rampup"] = None
@@ -205,7 +205,7 @@ RUN_DIR_RE = re.compile(r"^(\d{5})-")
 
 
 def run_dir_name(opts, run_id):
-    """``<5-digit id>-<cfg>-<data>-gpus<N>-batch<B>-gamma<g>[-desc]`` (spec §5.7)."""
+    """``<5-digit id>-<cfg>-<data>-gpus<N>-batch<B>-gamma<g>[-desc]`` (docs/ALGORITHM.md §5.7)."""
     gamma = opts["loss_kwargs"]["r1_gamma"]
     name = (f"{run_id:05d}-{opts['cfg']}-{opts['dataset_name']}-gpus{opts['num_replicas']}-"
             f"batch{opts['batch_size']}-gamma{gamma:g}")

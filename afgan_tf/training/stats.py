@@ -1,4 +1,4 @@
-"""Training statistics, logs and image grids (spec §5.7).
+"""Training statistics, logs and image grids (docs/ALGORITHM.md §5.7).
 
 * :class:`Collector` accumulates ``(num, sum, sum of squares)`` per stat name between ticks and turns them into
   ``{name: {num, mean, std}}``;
