@@ -23,7 +23,7 @@ def cases(tmp_path_factory):
     mk = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mk)
     d = str(tmp_path_factory.mktemp("gpu") / "cases")
-    mk.main(["--out", d, "--small"])
+    mk.make_cases(d, small=True)
     return d
 
 

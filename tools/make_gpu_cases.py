@@ -1,6 +1,6 @@
 """Writes the cases of the standalone GPU kernel check (custom_ops/harness, scripts/gpu_check.sh).
 
-    python tools/make_gpu_cases.py --out DIR [--small] [--max-mib 25]
+    python tools/make_gpu_cases.py --out=DIR [--small] [--max_mib=25]
 
 Each case is a directory DIR/<name>/ with case.json (a flat JSON object: op, dtype, parameters, the
 filtered_lrelu paths to run, timing repeats) and .npy inputs; correctness cases also hold the expected
@@ -22,9 +22,8 @@ Cases:
     per-axis factors, negative padding, flipped / 2-D filters, a filter too large for any tile = generic
     path only, every bias_act activation with second order).
 ``--small`` keeps a subset for CI (a few of each kind; two timing cases with tiny generated inputs). The total is checked against
-``--max-mib`` (default 25 MiB).
+``--max_mib`` (default 25 MiB).
 """
-import argparse
 import hashlib
 import json
 import math
@@ -33,6 +32,7 @@ import shutil
 import sys
 
 import numpy as np
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -325,29 +325,38 @@ def build(out, small):
     return w
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="output directory (an earlier case directory there is replaced)")
-    ap.add_argument("--small", action="store_true", help="the CI subset (no timing cases)")
-    ap.add_argument("--max-mib", type=float, default=25.0, help="size limit of all cases together")
-    a = ap.parse_args(argv)
-    if os.path.exists(a.out) and not os.path.isdir(a.out):
-        sys.exit(f"make_gpu_cases: --out {a.out} exists and is not a directory")
-    if os.path.isdir(a.out) and any(not os.path.exists(os.path.join(a.out, d, "case.json")) for d in os.listdir(a.out)):
-        sys.exit(f"make_gpu_cases: --out {a.out} holds other files than cases; refusing to replace it")
-    tmp = a.out.rstrip("/") + ".tmp"
+def make_cases(out, small=False, max_mib=25.0):
+    """Writes the cases into ``out`` (replacing an earlier case directory there, atomically); returns the writer."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if os.path.isdir(out) and any(not os.path.exists(os.path.join(out, d, "case.json")) for d in os.listdir(out)):
+        raise ValueError(f"--out {out} holds other files than cases; refusing to replace it")
+    tmp = out.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    w = build(tmp, a.small)
+    w = build(tmp, small)
     mib = w.bytes / 2 ** 20
-    if mib > a.max_mib:
+    if mib > max_mib:
         shutil.rmtree(tmp, ignore_errors=True)
-        sys.exit(f"make_gpu_cases: the cases take {mib:.1f} MiB, over --max-mib {a.max_mib}")
-    shutil.rmtree(a.out, ignore_errors=True)
-    os.replace(tmp, a.out)
-    print(f"make_gpu_cases: {len(w.names)} cases, {mib:.2f} MiB in {a.out}")
+        raise ValueError(f"the cases take {mib:.1f} MiB, over --max_mib {max_mib}")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    print(f"make_gpu_cases: {len(w.names)} cases, {mib:.2f} MiB in {out}")
+    return w
+
+
+def main(argv):
+    from afgan_tf.cli import tool_main
+    FLAGS = flags.FLAGS
+
+    def body():
+        make_cases(FLAGS.out, FLAGS.small, FLAGS.max_mib)
+    return tool_main(argv, FLAGS, ["out"], body)
 
 
 if __name__ == "__main__":
-    main()
+    flags.DEFINE_string("out", None, "output directory (an earlier case directory there is replaced)")
+    flags.DEFINE_boolean("small", False, "the CI subset (a few cases of each kind, two tiny timing cases)")
+    flags.DEFINE_float("max_mib", 25.0, "size limit of all cases together (MiB)", lower_bound=0)
+    app.run(main)
