@@ -23,11 +23,11 @@ and the limit.
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from . import pickle_reader
+from .utils import write_atomic
 
 __all__ = ["generator_from_state_dict", "discriminator_from_state_dict", "network_from_state_dict",
            "load_network_pkl", "save_network_snapshot", "load_network", "network_class_name", "SNAPSHOT_FORMAT",
@@ -228,30 +228,6 @@ def _json_default(o):
     raise TypeError(f"value of type {type(o).__name__} is not JSON serialisable")
 
 
-def _atomic_write(path, write_fn, suffix=".tmp"):
-    """Writes via ``write_fn(file_object)`` to a temp file next to ``path``, fsyncs, then renames."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_fn(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def save_network_snapshot(path, nets, extra=None):
     """Writes ``nets`` ({key: network or None}) and ``extra`` (JSON-serialisable dict) to ONE ``.npz`` atomically.
 
@@ -273,7 +249,7 @@ def save_network_snapshot(path, nets, extra=None):
             arrays[f"{key}/{name}"] = np.array(a, order="C")  # (np.ascontiguousarray turns 0-d into 1-d)
     arrays["meta/extra"] = np.array(json.dumps(extra or {}, default=_json_default))
     arrays["meta/format"] = np.array(json.dumps(SNAPSHOT_FORMAT))
-    return _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return write_atomic(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _is_pickle(path):
