@@ -86,12 +86,14 @@ def check_network_kwargs(kwargs, context):
                                  f"[{lo}, {hi}] (afgan_tf.convert.KWARG_BOUNDS); refusing to build the network")
 
 
-def _generator_kind(state_dict):
+def _generator_cfg(state_dict):
+    """The preset family of a generator state dict (``networks.presets``): 'stylegan2' (``synthesis.b4.*`` keys) or
+    'stylegan3-t' (``synthesis.input.*``; -T and -R share the class). A foreign pickle names no config."""
     keys = list(state_dict)
     if any(k.startswith("synthesis.b4.") for k in keys):   # first: StyleGAN2 with input_type='fourier' has both
-        return "stylegan2.Generator"
+        return "stylegan2"
     if any(k.startswith("synthesis.input.") for k in keys):
-        return "stylegan3.Generator"
+        return "stylegan3-t"
     raise ValueError("generator state_dict has neither synthesis.input.* (StyleGAN3) nor synthesis.b4.* "
                      f"(StyleGAN2) entries; first keys: {keys[:5]}")
 
@@ -110,13 +112,9 @@ def generator_from_state_dict(state_dict, init_kwargs):
 
     StyleGAN3 (``synthesis.input.*`` keys) and StyleGAN2 (``synthesis.b4.*`` keys) generators; raises
     ``StateDictError`` naming the entry for unknown / missing / mis-shaped entries."""
+    from .networks.presets import generator_class
     check_network_kwargs(dict(init_kwargs), "generator")
-    kind = _generator_kind(state_dict)
-    if kind == "stylegan2.Generator":
-        from .networks.stylegan2 import Generator
-    else:
-        from .networks.generator import Generator
-    G = Generator(**dict(init_kwargs))
+    G = generator_class(_generator_cfg(state_dict))(**dict(init_kwargs))
     G.load_original_state_dict(_to_arrays(state_dict), strict=True)
     return G
 
@@ -133,7 +131,8 @@ def discriminator_from_state_dict(state_dict, init_kwargs):
 def network_from_state_dict(class_name, state_dict, init_kwargs):
     """Dispatch on our snapshot class names (``NETWORK_CLASSES``)."""
     if class_name in ("stylegan3.Generator", "stylegan2.Generator"):
-        kind = _generator_kind(state_dict)
+        from .networks.presets import generator_class
+        kind = generator_class(_generator_cfg(state_dict)).snapshot_class
         if kind != class_name:
             raise ValueError(f"network class {class_name!r} does not match its state_dict (looks like {kind})")
         return generator_from_state_dict(state_dict, init_kwargs)
@@ -144,15 +143,9 @@ def network_from_state_dict(class_name, state_dict, init_kwargs):
 
 def network_class_name(net):
     """Our snapshot class name of a network object."""
-    explicit = getattr(net, "snapshot_class", None)
-    if explicit:
-        return explicit
-    from .networks.discriminator import Discriminator
-    from .networks.generator import Generator
-    if isinstance(net, Discriminator):
-        return "stylegan2.Discriminator"
-    if isinstance(net, Generator):
-        return "stylegan3.Generator"
+    name = getattr(net, "snapshot_class", None)  # a class attribute of each of our network classes
+    if name in NETWORK_CLASSES:
+        return name
     raise TypeError(f"cannot save a network of type {type(net).__name__} (no snapshot_class attribute)")
 
 
