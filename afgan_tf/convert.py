@@ -112,8 +112,8 @@ def generator_from_state_dict(state_dict, init_kwargs):
 
     StyleGAN3 (``synthesis.input.*`` keys) and StyleGAN2 (``synthesis.b4.*`` keys) generators; raises
     ``StateDictError`` naming the entry for unknown / missing / mis-shaped entries."""
+    check_network_kwargs(dict(init_kwargs), "generator")  # before importing the networks (and TensorFlow)
     from .networks.presets import generator_class
-    check_network_kwargs(dict(init_kwargs), "generator")
     G = generator_class(_generator_cfg(state_dict))(**dict(init_kwargs))
     G.load_original_state_dict(_to_arrays(state_dict), strict=True)
     return G
@@ -131,8 +131,7 @@ def discriminator_from_state_dict(state_dict, init_kwargs):
 def network_from_state_dict(class_name, state_dict, init_kwargs):
     """Dispatch on our snapshot class names (``NETWORK_CLASSES``)."""
     if class_name in ("stylegan3.Generator", "stylegan2.Generator"):
-        from .networks.presets import generator_class
-        kind = generator_class(_generator_cfg(state_dict)).snapshot_class
+        kind = _generator_cfg(state_dict).split("-")[0] + ".Generator"  # 'stylegan3-t' -> 'stylegan3.Generator'
         if kind != class_name:
             raise ValueError(f"network class {class_name!r} does not match its state_dict (looks like {kind})")
         return generator_from_state_dict(state_dict, init_kwargs)
