@@ -3,10 +3,11 @@ image/video saving, input transforms."""
 import math
 import os
 import re
-import tempfile
 import sys
 
 import numpy as np
+
+from afgan_tf.utils import atomic_path
 
 
 def parse_range(s, name="--seeds"):
@@ -70,36 +71,15 @@ def make_grid(images, gw, gh):
     return grid
 
 
-def _umask():
-    m = os.umask(0)
-    os.umask(m)
-    return m
-
-
-def _atomic(path, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    ext = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(suffix=ext, dir=folder, prefix=".tmp-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_image(a, path):
     """Writes a uint8 [H, W, C] (C = 1 or 3) image atomically (format from the extension)."""
     from PIL import Image
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    _atomic(path, lambda tmp: Image.fromarray(a).save(tmp, format=None if not path.lower().endswith(".png")
-                                                       else "PNG"))
+    # the temp file keeps path's extension: PIL picks the format by it
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:
+        Image.fromarray(a).save(tmp, format=None if not path.lower().endswith(".png") else "PNG")
 
 
 def write_video(frames, path, fps=30, bitrate="12M"):
@@ -118,7 +98,8 @@ def write_video(frames, path, fps=30, bitrate="12M"):
         finally:
             w.close()
 
-    _atomic(path, write)
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:  # ffmpeg picks the container by extension
+        write(tmp)
 
 
 def user_transform(translate=(0.0, 0.0), rotate_deg=0.0):

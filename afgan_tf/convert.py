@@ -23,11 +23,11 @@ and the limit.
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from . import pickle_reader
+from .utils import write_atomic
 
 __all__ = ["generator_from_state_dict", "discriminator_from_state_dict", "network_from_state_dict",
            "load_network_pkl", "save_network_snapshot", "load_network", "network_class_name", "SNAPSHOT_FORMAT",
@@ -86,12 +86,14 @@ def check_network_kwargs(kwargs, context):
                                  f"[{lo}, {hi}] (afgan_tf.convert.KWARG_BOUNDS); refusing to build the network")
 
 
-def _generator_kind(state_dict):
+def _generator_cfg(state_dict):
+    """The preset family of a generator state dict (``networks.presets``): 'stylegan2' (``synthesis.b4.*`` keys) or
+    'stylegan3-t' (``synthesis.input.*``; -T and -R share the class). A foreign pickle names no config."""
     keys = list(state_dict)
     if any(k.startswith("synthesis.b4.") for k in keys):   # first: StyleGAN2 with input_type='fourier' has both
-        return "stylegan2.Generator"
+        return "stylegan2"
     if any(k.startswith("synthesis.input.") for k in keys):
-        return "stylegan3.Generator"
+        return "stylegan3-t"
     raise ValueError("generator state_dict has neither synthesis.input.* (StyleGAN3) nor synthesis.b4.* "
                      f"(StyleGAN2) entries; first keys: {keys[:5]}")
 
@@ -110,13 +112,9 @@ def generator_from_state_dict(state_dict, init_kwargs):
 
     StyleGAN3 (``synthesis.input.*`` keys) and StyleGAN2 (``synthesis.b4.*`` keys) generators; raises
     ``StateDictError`` naming the entry for unknown / missing / mis-shaped entries."""
-    check_network_kwargs(dict(init_kwargs), "generator")
-    kind = _generator_kind(state_dict)
-    if kind == "stylegan2.Generator":
-        from .networks.stylegan2 import Generator
-    else:
-        from .networks.generator import Generator
-    G = Generator(**dict(init_kwargs))
+    check_network_kwargs(dict(init_kwargs), "generator")  # before importing the networks (and TensorFlow)
+    from .networks.presets import generator_class
+    G = generator_class(_generator_cfg(state_dict))(**dict(init_kwargs))
     G.load_original_state_dict(_to_arrays(state_dict), strict=True)
     return G
 
@@ -133,7 +131,7 @@ def discriminator_from_state_dict(state_dict, init_kwargs):
 def network_from_state_dict(class_name, state_dict, init_kwargs):
     """Dispatch on our snapshot class names (``NETWORK_CLASSES``)."""
     if class_name in ("stylegan3.Generator", "stylegan2.Generator"):
-        kind = _generator_kind(state_dict)
+        kind = _generator_cfg(state_dict).split("-")[0] + ".Generator"  # 'stylegan3-t' -> 'stylegan3.Generator'
         if kind != class_name:
             raise ValueError(f"network class {class_name!r} does not match its state_dict (looks like {kind})")
         return generator_from_state_dict(state_dict, init_kwargs)
@@ -144,15 +142,9 @@ def network_from_state_dict(class_name, state_dict, init_kwargs):
 
 def network_class_name(net):
     """Our snapshot class name of a network object."""
-    explicit = getattr(net, "snapshot_class", None)
-    if explicit:
-        return explicit
-    from .networks.discriminator import Discriminator
-    from .networks.generator import Generator
-    if isinstance(net, Discriminator):
-        return "stylegan2.Discriminator"
-    if isinstance(net, Generator):
-        return "stylegan3.Generator"
+    name = getattr(net, "snapshot_class", None)  # a class attribute of each of our network classes
+    if name in NETWORK_CLASSES:
+        return name
     raise TypeError(f"cannot save a network of type {type(net).__name__} (no snapshot_class attribute)")
 
 
@@ -228,30 +220,6 @@ def _json_default(o):
     raise TypeError(f"value of type {type(o).__name__} is not JSON serialisable")
 
 
-def _atomic_write(path, write_fn, suffix=".tmp"):
-    """Writes via ``write_fn(file_object)`` to a temp file next to ``path``, fsyncs, then renames."""
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_fn(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
 def save_network_snapshot(path, nets, extra=None):
     """Writes ``nets`` ({key: network or None}) and ``extra`` (JSON-serialisable dict) to ONE ``.npz`` atomically.
 
@@ -273,7 +241,7 @@ def save_network_snapshot(path, nets, extra=None):
             arrays[f"{key}/{name}"] = np.array(a, order="C")  # (np.ascontiguousarray turns 0-d into 1-d)
     arrays["meta/extra"] = np.array(json.dumps(extra or {}, default=_json_default))
     arrays["meta/format"] = np.array(json.dumps(SNAPSHOT_FORMAT))
-    return _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return write_atomic(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _is_pickle(path):

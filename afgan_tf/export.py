@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from .ops import _common
+from .utils import replace_dir_atomic
 
 
 @contextlib.contextmanager
@@ -269,9 +270,7 @@ def export_generator(G, export_dir, max_batch=64, fast=False, overwrite=False, e
         os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
         with open(os.path.join(tmp, "assets.extra", "afgan_tf_export.json"), "w") as fh:
             json.dump(info, fh, indent=2, default=str)
-        if os.path.exists(export_dir):
-            shutil.rmtree(export_dir)
-        os.replace(tmp, export_dir)
+        replace_dir_atomic(tmp, export_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

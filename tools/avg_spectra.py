@@ -75,13 +75,13 @@ def compute_stats(source, num=None, seed=0, batch=16):
 
 
 def compute_spectrum(source, dest, mean, std, num=None, seed=0, beta=8.0, interp=4, batch=16):
-    from afgan_tf.metrics.fid import atomic_savez
+    from afgan_tf.utils import write_atomic
     from afgan_tf.metrics.spectrum import SpectrumAccumulator
     acc = SpectrumAccumulator(mean, std, beta=beta, interp=interp)
     for x in iterate_source(source, num, seed, batch):
         acc.append(x)
     spec = acc.result()
-    atomic_savez(dest, spectrum=spec, image_size=np.int64(acc.res))
+    write_atomic(dest, lambda fh: np.savez(fh, spectrum=spec, image_size=np.int64(acc.res)))
     return spec, acc.res
 
 

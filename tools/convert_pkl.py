@@ -20,12 +20,13 @@ stderr), a missing or unknown flag, or stray arguments.
 import json
 import os
 import sys
-import tempfile
 
 from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from afgan_tf.utils import atomic_path, write_atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -42,19 +43,6 @@ def define_flags():
 def _count(net):
     import numpy as np
     return int(sum(int(np.prod(v.shape)) for v in net.weights))
-
-
-def _atomic_keras_weights(net, path):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights.h5", dir=d)
-    os.close(fd)
-    os.unlink(tmp)  # Keras writes the file itself
-    try:
-        net.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def convert(source, dest, weights_h5=True, out=print, limits=None):
@@ -80,11 +68,12 @@ def convert(source, dest, weights_h5=True, out=print, limits=None):
     G = present.get("G_ema")
     if weights_h5 and G is not None:
         h5 = os.path.join(dest, "G_ema.weights.h5")
-        _atomic_keras_weights(G, h5)
+        with atomic_path(h5, suffix=".weights.h5") as tmp:  # Keras wants the .weights.h5 ending
+            G.save_weights(tmp)
         written["weights_h5"] = h5
         js = os.path.join(dest, "G_ema.init_kwargs.json")
         text = json.dumps({"class": conv.network_class_name(G), "init_kwargs": G.init_kwargs}, indent=2)
-        conv._atomic_write(js, lambda fh: fh.write(text.encode()))
+        write_atomic(js, text)
         written["init_kwargs"] = js
     out(f"Source: {source}")
     for k, net in present.items():

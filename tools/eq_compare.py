@@ -32,6 +32,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from afgan_tf import cli as tu  # noqa: E402
+from afgan_tf.utils import write_atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
 DEFAULT_CFGS = ("stylegan2", "stylegan2-fourier", "stylegan3-t", "stylegan3-r")
@@ -92,13 +93,6 @@ def measure(G, num=64, seed=0, batch=4, log=print, label=""):
         out[name] = r["psnr"]
         log(f"{label}: {short} = {r['psnr']:.2f} dB ({secs[name]} s)")
     return out, secs
-
-
-def _write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    tu._atomic(path, write)
 
 
 def _fmt(v):
@@ -217,12 +211,12 @@ def run(outdir, res=64, cbase=2048, cmax=64, cfgs=DEFAULT_CFGS, net_seed=0, netw
                                 protocol="eq_metric: eqt50k_int / eqt50k_frac / eqr50k with num samples"),
                   results=rows)
     os.makedirs(outdir, exist_ok=True)
-    _write_text(os.path.join(outdir, "eq_compare.json"), json.dumps(record, indent=1, default=float) + "\n")
+    write_atomic(os.path.join(outdir, "eq_compare.json"), json.dumps(record, indent=1, default=float) + "\n")
     table = markdown_table(rows)
     md = (f"EQ metrics (dB), {num} samples each (seed {seed}, batch {batch}), same latents and transforms for every "
           f"network; PSNR with peak 2 as the paper, then re-expressed as SNR = PSNR + 20·log10(RMS / 2).\n\n"
           + table)
-    _write_text(os.path.join(outdir, "eq_compare.md"), md)
+    write_atomic(os.path.join(outdir, "eq_compare.md"), md)
     print(table, end="")
     if num_avg > 0:
         tu.save_image(picture([(lbl, G) for lbl, _, G in nets], num_avg, frames, seed, log),

@@ -20,12 +20,13 @@ is not supported: a rerun starts from scratch). An existing dataset is refused u
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 
 import numpy as np
 import tensorflow as tf
+
+from ..utils import replace_dir_atomic, write_atomic
 
 FORMAT = "afgan-tf-tfrecord"
 FORMAT_VERSION = 1
@@ -67,22 +68,6 @@ def read_metadata(path):
         if not os.path.isfile(f):
             raise FileNotFoundError(f"{f}: shard listed in {meta_path} is missing")
     return meta
-
-
-def write_json_atomic(path, obj):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _pid_alive(pid):
@@ -234,20 +219,14 @@ class DatasetWriter:
                     channels=self.channels, count=self.count, label_shape=[self.label_dim], label_dim=self.label_dim,
                     encoding=self.encoding, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     shards=[dict(file=shard_name(i, self.num_shards), count=c) for i, c in enumerate(self._counts)])
-        write_json_atomic(os.path.join(self.tmp, META_NAME), meta)
-        trash = None
+        write_atomic(os.path.join(self.tmp, META_NAME), json.dumps(meta, indent=1))
         if os.path.isdir(self.dest) and not os.listdir(self.dest):
             os.rmdir(self.dest)
-        if os.path.exists(self.dest):
-            if not self.overwrite:
-                self.abort()
-                raise FileExistsError(f"{self.dest} appeared while writing; not replacing it (use --overwrite)")
-            trash = self.dest + f".old-{uuid.uuid4().hex[:8]}"
-            os.rename(self.dest, trash)
-        os.rename(self.tmp, self.dest)
+        if os.path.exists(self.dest) and not self.overwrite:
+            self.abort()
+            raise FileExistsError(f"{self.dest} appeared while writing; not replacing it (use --overwrite)")
+        replace_dir_atomic(self.tmp, self.dest)
         self.tmp = None
-        if trash:
-            shutil.rmtree(trash, ignore_errors=True)
         return meta
 
     def __exit__(self, exc_type, exc, tb):

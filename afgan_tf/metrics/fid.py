@@ -16,13 +16,14 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 
 import numpy as np
 import scipy.linalg
 import tensorflow as tf
+
+from ..utils import write_atomic
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -222,7 +223,7 @@ class FeatureStats:
             arrays.update(raw_mean=self.raw_mean, raw_cov=self.raw_cov)
         if self.capture_all:
             arrays["all"] = self.get_all()
-        atomic_savez(path, **arrays)
+        write_atomic(path, lambda fh: np.savez(fh, **arrays))
 
     @classmethod
     def load(cls, path):
@@ -236,24 +237,6 @@ class FeatureStats:
             if "all" in d:
                 s.all = [d["all"]]
         return s
-
-
-def atomic_savez(path, **arrays):
-    """np.savez to a temp file in the same folder, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        m = os.umask(0)
-        os.umask(m)
-        os.chmod(tmp, 0o666 & ~m)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):

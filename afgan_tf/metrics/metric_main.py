@@ -15,6 +15,7 @@ import numpy as np
 from . import equivariance as eq
 from . import fid as fidlib
 from . import shapes as shapeslib
+from ..utils import format_time
 
 EQ_METRICS = {"eqt50k_int": "int", "eqt50k_frac": "frac", "eqr50k": "rot"}
 FID_METRICS = {"fid50k_full": dict(num_gen=50000, max_real=None), "fid50k": dict(num_gen=50000, max_real=50000)}
@@ -22,17 +23,6 @@ KID_METRICS = {"kid50k_full": dict(num_gen=50000, max_real=1000000), "kid50k": d
 UNSUPPORTED = ("pr50k3_full", "pr50k3", "ppl2_wend", "is50k")
 SHAPES_METRICS = ("shapes_valid",)  # afgan_tf.metrics.shapes (on the procedural `shapes` dataset)
 METRICS = tuple(EQ_METRICS) + tuple(FID_METRICS) + tuple(KID_METRICS) + SHAPES_METRICS
-
-
-def format_time(seconds):
-    s = int(np.rint(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
-    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
 
 
 class Progress:
@@ -182,7 +172,8 @@ def report_metric(record, run_dir, tensorboard=True, step=None):
 
 def make_training_metrics_fn(dataset, inception=None, extractor=None, num=None, seed=0, cache_dir=None,
                              verbose=True):
-    """``metrics_fn(name, trainer, run_dir) -> record`` for afgan_tf.training.loop (computes on trainer.G_ema)."""
+    """``metrics_fn(name, trainer, run_dir) -> record`` for ``afgan_tf.training.run.run_training`` (computes on
+    trainer.G_ema)."""
     state = {}
 
     def fn(name, trainer, run_dir):

@@ -91,8 +91,9 @@ def _prepare_heatmap(spectrum, image_size, smooth=1.25):
 
 def save_figure_atomic(fig, path, dpi=100):
     """Saves a matplotlib figure as PNG atomically (temp file + rename)."""
-    from ..cli import _atomic
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    from ..utils import atomic_path
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
 
 
 def plot_heatmap(spectrum, image_size, path, dpi=100, smooth=1.25, title=None):

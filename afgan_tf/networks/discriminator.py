@@ -412,6 +412,7 @@ class Discriminator(NetworkConfig, keras.Model):
     With a GPU, blocks at the top ``num_fp16_res`` resolutions compute in float16 (unless ``force_fp32``);
     the epilogue and everything on CPU run in float32.
     """
+    snapshot_class = "stylegan2.Discriminator"  # the class name in our snapshots (afgan_tf.convert)
 
     def __init__(self, c_dim, img_resolution, img_channels, architecture="resnet", channel_base=32768,
                  channel_max=512, num_fp16_res=4, conv_clamp=256, cmap_dim=None, block_kwargs=None,

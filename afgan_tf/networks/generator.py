@@ -125,6 +125,7 @@ class Generator(GeneratorBase):
     float32 ``[N, R, R, img_channels]``. Random draws at construction (weights, Fourier features) follow
     ``keras.utils.set_random_seed``.
     """
+    snapshot_class = "stylegan3.Generator"  # the class name in our snapshots (afgan_tf.convert)
 
     def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs=None, **synthesis_kwargs):
         _check_kwargs(synthesis_kwargs, SYNTHESIS_KWARGS, "Generator")

@@ -342,21 +342,22 @@ class AugmentPipe(tf.Module):
             draws["scale"] = s
             G_inv = G_inv @ scale2d(1 / s, 1 / s)
         p_rot = 1 - tf.sqrt(tf.clip_by_value(1 - m["rotate"] * p, 0.0, 1.0))
-        if m["rotate"] > 0:
+
+        def random_rotation(key):   # drawn twice: before and after the anisotropic scaling
             th = (rng.uniform([n]) * 2 - 1) * math.pi * g["rotate_max"]
             th = tf.where(rng.uniform([n]) < p_rot, th, tf.zeros_like(th))
-            draws["rotate_pre"] = th
-            G_inv = G_inv @ rotate2d(th)
+            draws[key] = th
+            return rotate2d(th)
+
+        if m["rotate"] > 0:
+            G_inv = G_inv @ random_rotation("rotate_pre")
         if m["aniso"] > 0:
             s = tf.pow(2.0, rng.normal([n]) * g["aniso_std"])
             s = tf.where(bern(m["aniso"]), s, tf.ones_like(s))
             draws["aniso"] = s
             G_inv = G_inv @ scale2d(1 / s, s)
         if m["rotate"] > 0:
-            th = (rng.uniform([n]) * 2 - 1) * math.pi * g["rotate_max"]
-            th = tf.where(rng.uniform([n]) < p_rot, th, tf.zeros_like(th))
-            draws["rotate_post"] = th
-            G_inv = G_inv @ rotate2d(th)
+            G_inv = G_inv @ random_rotation("rotate_post")
         if m["xfrac"] > 0:
             t = rng.normal([n, 2]) * g["xfrac_std"]
             t = tf.where(bern(m["xfrac"], [n, 1]), t, tf.zeros_like(t))

@@ -3,7 +3,8 @@
 A checkpoint holds G, D, G_ema, both optimisers (Adam slots and iteration counters), the augmentation pipe
 (its ``p``), and the loop state variables (step, cur_nimg, tick, tick_start_nimg, ADA accumulators, pl_mean,
 seed). The random numbers of the loop are stateless functions of ``(seed, step, phase)``, so ``(seed, step)``
-is the complete RNG state; the data order is a function of ``(seed, step)`` as well (see ``loop.py``).
+is the complete RNG state; the data order is a function of ``(seed, step)`` as well (see ``trainer.py`` and
+``distribute.per_replica_slices``).
 
 Atomicity: TensorFlow writes the checkpoint's data and index files under temporary names and renames them when
 complete, and ``CheckpointManager`` then updates the ``checkpoint`` state file with an atomic write. A process
