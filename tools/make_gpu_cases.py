@@ -340,8 +340,8 @@ def make_cases(out, small=False, max_mib=25.0):
     if mib > max_mib:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ValueError(f"the cases take {mib:.1f} MiB, over --max_mib {max_mib}")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    from afgan_tf.utils import replace_dir_atomic
+    replace_dir_atomic(tmp, out)
     print(f"make_gpu_cases: {len(w.names)} cases, {mib:.2f} MiB in {out}")
     return w
 
