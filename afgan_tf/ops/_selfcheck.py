@@ -204,8 +204,10 @@ def _config(op, x, args):
                         py1, gain, slope, clamp, flip)
 
         def ref(xs, a):
-            from .filtered_lrelu import _filtered_lrelu_ref
-            return _filtered_lrelu_ref(xs, *a)
+            from .filtered_lrelu import filtered_lrelu
+            fu_, fd_, b_, ux, uy, dx, dy, x0, x1, y0, y1, g, sl, cl, fl = a
+            return filtered_lrelu(xs, fu_, fd_, b_, up=[ux, uy], down=[dx, dy], padding=[x0, x1, y0, y1], gain=g,
+                                  slope=sl, clamp=cl, flip_filter=fl, impl="ref")
     elif op == "upfirdn2d":
         f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain = args
         f = None if f is None else tf.convert_to_tensor(f)
@@ -221,8 +223,10 @@ def _config(op, x, args):
             return xs, (_filter_like(f, rng), upx, upy, downx, downy, px0, px1, py0, py1, flip, gain)
 
         def ref(xs, a):
-            from .upfirdn2d import _upfirdn2d_ref
-            return _upfirdn2d_ref(xs, *a)
+            from .upfirdn2d import upfirdn2d
+            f_, ux, uy, dx, dy, x0, x1, y0, y1, fl, g = a
+            return upfirdn2d(xs, f_, up=[ux, uy], down=[dx, dy], padding=[x0, x1, y0, y1], flip_filter=fl, gain=g,
+                             impl="ref")
     elif op == "bias_act":
         b, axis, act, alpha, gain, clamp = args
         rank = x.shape.rank
@@ -238,9 +242,9 @@ def _config(op, x, args):
             return xs, (bs, ax, act, alpha, gain, clamp)
 
         def ref(xs, a):
-            from .bias_act import ACTIVATIONS, _bias_act_ref
+            from .bias_act import bias_act
             bs, ax_, act_, alpha_, gain_, clamp_ = a
-            return _bias_act_ref(xs, bs, ax_, ACTIVATIONS[act_], alpha_, gain_, clamp_)
+            return bias_act(xs, bs, axis=ax_, act=act_, alpha=alpha_, gain=gain_, clamp=clamp_, impl="ref")
     else:
         raise ValueError(f"self-check: unknown op {op!r}")
     return key, desc, build, ref
