@@ -69,6 +69,15 @@ def test_unknown_key_is_one_clear_error(tmp_path):
         TrainConfig.load(str(tmp_path / "nothing"))
 
 
+def test_other_fields_by_name():
+    """A config field that is no flag of resolve_options is stored as given (how a new hyper-parameter flows from
+    its flag); a name that is no field is one error."""
+    c = options.resolve_options(cfg="stylegan3-t", batch=8, gamma=1.0, ada_interval=8, image_snapshot_ticks=3)
+    assert c.ada_interval == 8 and c.image_snapshot_ticks == 3 and c.network_snapshot_ticks == 50
+    with pytest.raises(OptionError, match="unknown training option.* no_such_option"):
+        options.resolve_options(cfg="stylegan3-t", batch=8, gamma=1.0, no_such_option=1)
+
+
 def test_presets_fill_unset_fields_only():
     preset = options.CPU_PRESETS["cpu-tiny"]
     values = dict(preset="cpu-tiny", cfg=None, batch=None, gamma=0.7, res=64, tick=4.0, snap=50, cbase=32768)

@@ -130,6 +130,10 @@ class TrainConfig:
             from afgan_tf.networks import presets
             self.G_class = _class_name(presets.generator_class(self.cfg))
 
+    @classmethod
+    def field_names(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+
     def to_json(self):
         """The ``training_options.json`` dict (JSON-serialisable, a deep copy)."""
         return dataclasses.asdict(self)
@@ -140,8 +144,7 @@ class TrainConfig:
         one ``OptionError`` naming ``source`` and the keys."""
         if not isinstance(d, dict):
             raise OptionError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in d if k not in names)
+        unknown = sorted(k for k in d if k not in cls.field_names())
         if unknown:
             raise OptionError(f"{source}: unknown training option(s) {', '.join(unknown)} (written by another "
                               f"version of afgan-tf?)")
@@ -203,13 +206,18 @@ def resolve_options(*, cfg, batch, gamma, data=None, outdir="training-runs", bat
                     metrics="none", fp32=False, desc=None, num_replicas=1, num_workers=1, deterministic=False,
                     res=64, cond=False, preset="none", img_resolution=None, img_channels=3, c_dim=0,
                     dataset_name="default", dataset_size=None, mixed_precision=False, strategy="default",
-                    ckpt_ticks=1, ckpt_keep=3):
+                    ckpt_ticks=1, ckpt_keep=3, **fields):
     """Validate the command-line values (keyword = the flag's name, underscored) and return the
     :class:`TrainConfig`.
 
     ``num_replicas`` is the strategy's ``num_replicas_in_sync`` (all workers); ``img_resolution`` /
     ``img_channels`` / ``c_dim`` / ``dataset_name`` come from the dataset; ``strategy`` is the strategy's name.
+    Any other keyword must be a :class:`TrainConfig` field and is stored as given (a new hyper-parameter: a field
+    and a flag of the same name, nothing here).
     """
+    unknown = sorted(k for k in fields if k not in TrainConfig.field_names())
+    if unknown:
+        raise OptionError(f"unknown training option(s) {', '.join(unknown)}")
     if cfg not in CONFIGS:
         raise OptionError(f"--cfg: unknown config {cfg!r}; expected one of {', '.join(CONFIGS)}")
     if aug not in AUG_MODES:
@@ -264,7 +272,7 @@ def resolve_options(*, cfg, batch, gamma, data=None, outdir="training-runs", bat
     from afgan_tf.training.loss import lazy_adam_params   # the original's mb_ratio = interval / (interval + 1)
     g_lr, (g_b1, g_b2) = lazy_adam_params(glr, (0.0, 0.99), G_reg_interval)
     d_lr, (d_b1, d_b2) = lazy_adam_params(dlr, (0.0, 0.99), D_reg_interval)
-    return TrainConfig(
+    config = TrainConfig(
         cfg=cfg, preset=preset, data=data, dataset_name=dataset_name, dataset_size=dataset_size,
         res=int(res), outdir=outdir, cond=bool(cond), mirror=bool(mirror),
         batch_size=batch, batch_gpu=batch_gpu, num_replicas=int(num_replicas), num_workers=int(num_workers),
@@ -291,6 +299,9 @@ def resolve_options(*, cfg, batch, gamma, data=None, outdir="training-runs", bat
         deterministic=bool(deterministic), strategy=str(strategy), ckpt_ticks=int(ckpt_ticks),
         ckpt_keep=int(ckpt_keep),
     )
+    for name, value in fields.items():
+        setattr(config, name, value)
+    return config
 
 
 def _class_name(cls):

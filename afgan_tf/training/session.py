@@ -171,8 +171,10 @@ def _fresh_config(values, replicas, num_workers, strategy_name, is_chief):
         raise TrainError(f"--cond: the dataset {data_path} has no labels", 2)
     name = os.path.basename(os.path.normpath(data_path)) if data else f"default{info['resolution']}"
     name = "".join(ch if ch.isalnum() or ch in "_.+" else "-" for ch in os.path.splitext(name)[0])
-    params = inspect.signature(options.resolve_options).parameters
-    kw = {k: v for k, v in values.items() if k in params}       # the flags resolve_options takes, by name
+    # the flags resolve_options takes by name, and those named like a config field (stored as given)
+    params = inspect.signature(options.resolve_options).parameters.values()
+    names = {p.name for p in params if p.kind == p.KEYWORD_ONLY} | TrainConfig.field_names()
+    kw = {k: v for k, v in values.items() if k in names}
     kw.update(data=os.path.abspath(data_path), num_replicas=replicas, num_workers=num_workers,
               img_resolution=info["resolution"], img_channels=info["channels"], c_dim=info["c_dim"] if cond else 0,
               dataset_name=name, dataset_size=info["count"], strategy=strategy_name,
