@@ -54,7 +54,10 @@ def bench(name, res, batch, reps, mbstd):
     opts = resolve_options(cfg="stylegan3-t", batch=batch, gamma=0.5, kimg=1, cbase=c["cbase"], cmax=c["cmax"],
                            map_depth=c["map_depth"], mbstd_group=mbstd, img_resolution=res, img_channels=3,
                            dataset_name="synthetic")
-    opts["loss_scaling"] = name.endswith("+ls")
+    if isinstance(opts, dict):   # a checkout from before the typed config (for --compare)
+        opts["loss_scaling"] = name.endswith("+ls")
+    else:
+        opts.loss_scaling = name.endswith("+ls")
     rng = np.random.RandomState(0)
     images = rng.randint(0, 255, [max(4 * batch, 32), res, res, 3]).astype(np.uint8)
     t0 = time.perf_counter()

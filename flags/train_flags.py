@@ -4,9 +4,17 @@ from absl import flags
 
 from afgan_tf.training.options import AUG_MODES, CONFIGS, CPU_PRESETS, STRATEGIES
 
-# Flags a --preset may fill in (only when not given on the command line).
-PRESET_FLAGS = ("cfg", "data", "metrics", "res", "batch", "cbase", "cmax", "map-depth", "mbstd-group", "gamma",
-                "glr", "dlr", "aug", "tick", "snap")
+
+def flag_values(flag_values):
+    """``(values, given)``: every flag's value by underscored name (``batch_gpu``), and the names given explicitly
+    on the command line or in a --flagfile (a --preset fills only the others: ``options.apply_preset``)."""
+    values, given = {}, set()
+    for name in flag_values:
+        key = name.replace("-", "_")
+        values[key] = flag_values[name].value
+        if flag_values[name].present:
+            given.add(key)
+    return values, given
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -50,7 +50,7 @@ class AdamFollower:
         from afgan_tf.training.trainer import PHASES
         self.trainer, self.phases = trainer, PHASES
         self.params = {net: values(trainer._vars[net]) for net in ("G", "D")}
-        self.kw = {net: dict(trainer.opts[f"{net}_opt_kwargs"]) for net in ("G", "D")}
+        self.kw = {net: dict(getattr(trainer.config, f"{net}_opt_kwargs")) for net in ("G", "D")}
         self.np_state = {net: [dict(m=np.zeros_like(p), v=np.zeros_like(p), t=0) for p in ps]
                          for net, ps in self.params.items()}
         self.torch_params = {net: [torch.tensor(p.copy(), requires_grad=True) for p in ps]

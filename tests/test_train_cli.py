@@ -38,12 +38,13 @@ def test_dry_run_flagfile_and_presets(tmp_path, tiny_data):
                   f"--mbstd-group=2\n--cbase=2048\n--cmax=64\n--kimg=3\n--desc=ff\n")
     r = _run(f"--flagfile={ff}", f"--outdir={tmp_path / 'runs'}", "-n")
     assert r.returncode == 0, r.stderr[-3000:]
-    opts = json.loads(r.stdout[:r.stdout.rindex("}") + 1])
-    assert opts["cfg"] == "stylegan3-r" and opts["mirror"] is True and opts["batch_gpu"] == 4
-    assert opts["G_kwargs"]["channel_base"] == 4096 and opts["G_kwargs"]["img_resolution"] == 16
-    assert opts["D_kwargs"]["epilogue_kwargs"]["mbstd_group_size"] == 2
-    assert opts["loss_kwargs"]["blur_init_sigma"] == 10 and opts["total_kimg"] == 3
-    assert opts["dataset_name"] == "imgs" and opts["num_accumulation"] == 2
+    from afgan_tf.training.options import TrainConfig
+    c = TrainConfig.from_json(json.loads(r.stdout[:r.stdout.rindex("}") + 1]))   # the training_options.json form
+    assert c.cfg == "stylegan3-r" and c.mirror is True and c.batch_gpu == 4
+    assert c.G_kwargs["channel_base"] == 4096 and c.G_kwargs["img_resolution"] == 16
+    assert c.D_kwargs["epilogue_kwargs"]["mbstd_group_size"] == 2
+    assert c.loss_kwargs["blur_init_sigma"] == 10 and c.total_kimg == 3
+    assert c.dataset_name == "imgs" and c.num_accumulation == 2
     assert "Dry run" in r.stdout and not (tmp_path / "runs").exists()     # nothing written
 
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import test_train_stubs as stubs
-from afgan_tf.training import checkpoint, options, stats
-from afgan_tf.utils import write_json_atomic
+from afgan_tf.training import checkpoint, options, session, stats
 
 
 # -- options ------------------------------------------------------------------------------------------------------
@@ -16,21 +15,21 @@ from afgan_tf.utils import write_json_atomic
 def test_lazy_adam_and_defaults():
     o = options.resolve_options(cfg="stylegan3-t", batch=32, gamma=2.0)
     r = 16 / 17
-    assert o["D_opt_kwargs"]["learning_rate"] == pytest.approx(0.002 * r)          # 0.0018824
-    assert o["D_opt_kwargs"]["beta_2"] == pytest.approx(0.99 ** r)                 # 0.990585
-    assert o["D_opt_kwargs"]["beta_1"] == 0 and o["D_opt_kwargs"]["epsilon"] == 1e-8
-    assert o["G_opt_kwargs"] == dict(learning_rate=0.0025, beta_1=0.0, beta_2=0.99, epsilon=1e-8)
-    assert o["ema_kimg"] == pytest.approx(10.0) and o["ema_rampup"] == 0.05
-    assert o["G_kwargs"]["magnitude_ema_beta"] == pytest.approx(0.5 ** (32 / 20000))
+    assert o.D_opt_kwargs["learning_rate"] == pytest.approx(0.002 * r)          # 0.0018824
+    assert o.D_opt_kwargs["beta_2"] == pytest.approx(0.99 ** r)                 # 0.990585
+    assert o.D_opt_kwargs["beta_1"] == 0 and o.D_opt_kwargs["epsilon"] == 1e-8
+    assert o.G_opt_kwargs == dict(learning_rate=0.0025, beta_1=0.0, beta_2=0.99, epsilon=1e-8)
+    assert o.ema_kimg == pytest.approx(10.0) and o.ema_rampup == 0.05
+    assert o.G_kwargs["magnitude_ema_beta"] == pytest.approx(0.5 ** (32 / 20000))
     o2 = options.resolve_options(cfg="stylegan2", batch=32, gamma=2.0)
-    assert o2["G_opt_kwargs"]["learning_rate"] == pytest.approx(0.002 * 4 / 5)      # G lazy PL correction
+    assert o2.G_opt_kwargs["learning_rate"] == pytest.approx(0.002 * 4 / 5)      # G lazy PL correction
     r_opts = options.resolve_options(cfg="stylegan3-r", batch=64, gamma=2.0, cbase=16384, cmax=256)
-    assert r_opts["G_kwargs"]["channel_base"] == 32768 and r_opts["G_kwargs"]["conv_kernel"] == 1
-    assert r_opts["loss_kwargs"]["blur_fade_kimg"] == pytest.approx(400.0)
+    assert r_opts.G_kwargs["channel_base"] == 32768 and r_opts.G_kwargs["conv_kernel"] == 1
+    assert r_opts.loss_kwargs["blur_fade_kimg"] == pytest.approx(400.0)
     # The same kwargs as the networks' presets (one source of truth for the original's train.py).
     from afgan_tf.networks import presets
-    assert r_opts["G_kwargs"] == presets.generator_kwargs("stylegan3-r", 64, cbase=16384, cmax=256, batch=64)
-    assert r_opts["D_kwargs"] == presets.discriminator_kwargs("stylegan3-r", 64, cbase=16384, cmax=256)
+    assert r_opts.G_kwargs == presets.generator_kwargs("stylegan3-r", 64, cbase=16384, cmax=256, batch=64)
+    assert r_opts.D_kwargs == presets.discriminator_kwargs("stylegan3-r", 64, cbase=16384, cmax=256)
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -60,17 +59,17 @@ def test_run_dir_naming_and_resume_order(tmp_path):
     os.makedirs(tmp_path / "00007-other")
     assert os.path.basename(options.next_run_dir(str(tmp_path), o)).startswith("00008-")
     # fresh / in-place / weights / errors
-    assert checkpoint.resolve_resume(None, str(tmp_path)).kind == "fresh"
-    write_json_atomic(os.path.join(d0, "training_options.json"), o)
-    spec = checkpoint.resolve_resume(None, d0)
+    assert session.resume_source(None, str(tmp_path)).kind == "fresh"
+    o.save(d0)
+    spec = session.resume_source(None, d0)
     assert spec.kind == "inplace" and spec.path is None
     npz = tmp_path / "net.npz"
     npz.write_bytes(b"x")
-    assert checkpoint.resolve_resume(str(npz), d0).kind == "weights"
+    assert session.resume_source(str(npz), d0).kind == "weights"
     with pytest.raises(FileNotFoundError, match="no checkpoint found"):
-        checkpoint.resolve_resume(d0, None)
+        session.resume_source(d0, None)
     with pytest.raises(FileNotFoundError, match="missing.pkl: file not found"):
-        checkpoint.resolve_resume(str(tmp_path / "missing.pkl"), None)
+        session.resume_source(str(tmp_path / "missing.pkl"), None)
 
 
 # -- stats helpers ------------------------------------------------------------------------------------------------
@@ -103,7 +102,7 @@ def tf_default():
 def test_phase_schedule_ema_and_ada(tf_default):
     import tensorflow as tf
     o = stubs.make_opts(batch=8, steps=20, aug="ada")
-    o["ada_kimg"], o["ada_target"] = 0.1, -2.0      # p rises by 8*4/100 = 0.32 every 4 iterations
+    o.ada_kimg, o.ada_target = 0.1, -2.0      # p rises by 8*4/100 = 0.32 every 4 iterations
     t = stubs.make_trainer(o, tf_default, log=lambda *a: None)
     g0 = [tf.convert_to_tensor(v).numpy() for v in t.G.trainable_variables]
     t.make_iterator()
@@ -176,14 +175,14 @@ def test_default_generator_follows_cfg():
     from afgan_tf.networks import stylegan2
     from afgan_tf.networks.presets import generator_kwargs
     from afgan_tf.training.trainer import default_generator
-    from afgan_tf.training.options import resolve_options
+    from afgan_tf.training.options import TrainConfig, resolve_options
     o2 = resolve_options(cfg="stylegan2", batch=4, gamma=1.0)
-    assert o2["G_class"] == "afgan_tf.networks.stylegan2.Generator"
+    assert o2.G_class == "afgan_tf.networks.stylegan2.Generator"
     G2 = default_generator(o2)(generator_kwargs("stylegan2", 16, cbase=64, cmax=8))
     assert isinstance(G2, stylegan2.Generator)
     o3 = resolve_options(cfg="stylegan3-t", batch=4, gamma=1.0)
-    assert o3["G_class"] == "afgan_tf.networks.generator.Generator"
-    assert default_generator(dict(cfg="stylegan2"))(generator_kwargs("stylegan2", 16, cbase=64, cmax=8)).__class__ \
-        is stylegan2.Generator                                  # options written before G_class existed
+    assert o3.G_class == "afgan_tf.networks.generator.Generator"
+    old = TrainConfig.from_json(dict(cfg="stylegan2"))            # options written before G_class existed
+    assert default_generator(old)(generator_kwargs("stylegan2", 16, cbase=64, cmax=8)).__class__ is stylegan2.Generator
     G3 = default_generator(o3)(generator_kwargs("stylegan3-t", 16, cbase=64, cmax=8))
     assert isinstance(G3, Generator) and not isinstance(G3, stylegan2.Generator)

@@ -22,8 +22,8 @@ def _np(v):
 
 def _opts(loss_scaling, **ls_kwargs):
     o = stubs.make_opts(batch=8, steps=8, aug="noaug")
-    o["loss_scaling"] = loss_scaling
-    o["loss_scale_kwargs"] = dict(dict(initial_scale=2.0 ** 15, growth_interval=2000), **ls_kwargs)
+    o.loss_scaling = loss_scaling
+    o.loss_scale_kwargs = dict(dict(initial_scale=2.0 ** 15, growth_interval=2000), **ls_kwargs)
     return o
 
 
@@ -134,9 +134,9 @@ RES16 = 16
 
 def _fp16_opts():
     o = _opts(True)
-    o["G_kwargs"] = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=RES16, img_channels=3, channel_base=128,
+    o.G_kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=RES16, img_channels=3, channel_base=128,
                          channel_max=16, num_fp16_res=4, conv_clamp=256, mapping_kwargs=dict(num_layers=2))
-    o["D_kwargs"] = dict(c_dim=0, img_resolution=RES16, img_channels=3, channel_base=64, channel_max=16,
+    o.D_kwargs = dict(c_dim=0, img_resolution=RES16, img_channels=3, channel_base=64, channel_max=16,
                          num_fp16_res=4, conv_clamp=256, epilogue_kwargs=dict(mbstd_group_size=2))
     return o
 

@@ -145,7 +145,7 @@ def test_accumulation_scale_is_sum_of_chunk_means(tf_default):
     recs = {}
     for bg in (8, 4):
         o = stubs.make_opts(batch=8, batch_gpu=bg, steps=2, aug="noaug")
-        o["D_kwargs"] = dict(o["D_kwargs"])
+        o.D_kwargs = dict(o.D_kwargs)
         got = []
         t = stubs.make_trainer(o, tf_default, log=lambda *a: None, latents=_latents(8, stubs.ZDIM),
                                observer=got.append)
@@ -209,12 +209,12 @@ def helpers_train_two_iterations(strategy, batch, batch_gpu, blur):
                         num_replicas=strategy.num_replicas_in_sync, kimg=1, aug="noaug", mbstd_group=2,
                         img_resolution=res, img_channels=3, dataset_name="t", cbase=128, cmax=16, map_depth=1,
                         fp32=True)
-    o["cfg"] = "stylegan3-t"                     # the T generator/D in both cases; the blur comes from loss_kwargs
-    o["G_kwargs"] = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=res, img_channels=3, channel_base=128,
+    o.cfg = "stylegan3-t"                     # the T generator/D in both cases; the blur comes from loss_kwargs
+    o.G_kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=res, img_channels=3, channel_base=128,
                          channel_max=16, mapping_kwargs=dict(num_layers=1))
-    o["D_kwargs"] = dict(c_dim=0, img_resolution=res, img_channels=3, channel_base=64, channel_max=16,
+    o.D_kwargs = dict(c_dim=0, img_resolution=res, img_channels=3, channel_base=64, channel_max=16,
                          epilogue_kwargs=dict(mbstd_group_size=2))
-    assert (o["loss_kwargs"]["blur_init_sigma"] > 0) == blur
+    assert (o.loss_kwargs["blur_init_sigma"] > 0) == blur
     imgs = (np.random.RandomState(0).rand(16, res, res, 3) * 255).astype(np.uint8)
     holder = {}
     t = Trainer(o, strategy, dataset_fn=array_dataset_fn(imgs), latents=_latents(batch, 8),

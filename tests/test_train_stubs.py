@@ -100,8 +100,8 @@ def make_opts(batch=8, batch_gpu=None, replicas=1, kimg=None, steps=8, aug="noau
                         kimg=kimg, tick=tick if tick is not None else 2 * batch / 1000, snap=2, seed=seed, aug=aug,
                         mbstd_group=2, img_resolution=RES, img_channels=CH, dataset_name="stub", cbase=64, cmax=8,
                         deterministic=True)
-    o["G_kwargs"] = dict(z_dim=ZDIM, w_dim=ZDIM, c_dim=0, img_resolution=RES, img_channels=CH)
-    o["D_kwargs"] = dict(c_dim=0, img_resolution=RES, img_channels=CH)
+    o.G_kwargs = dict(z_dim=ZDIM, w_dim=ZDIM, c_dim=0, img_resolution=RES, img_channels=CH)
+    o.D_kwargs = dict(c_dim=0, img_resolution=RES, img_channels=CH)
     return o
 
 
@@ -141,7 +141,7 @@ def main(argv):
     import signal
     import tensorflow as tf
     tf.config.experimental.enable_op_determinism()
-    from afgan_tf.training import checkpoint, distribute
+    from afgan_tf.training import checkpoint, distribute, session
     from afgan_tf.training.run import run_training
     strategy = distribute.make_strategy(strategy_kind, cpu_replicas=replicas if strategy_kind == "mirrored" else 0)
     task_id, num_workers, is_chief = distribute.worker_info(strategy)
@@ -149,8 +149,8 @@ def main(argv):
     opts = make_opts(batch=batch, batch_gpu=int(extra["batch-gpu"]) if "batch-gpu" in extra else None,
                      replicas=strategy.num_replicas_in_sync, steps=steps, aug=extra.get("aug", "ada"),
                      tick=float(extra["tick"]) if "tick" in extra else None)
-    opts["ada_kimg"] = 0.1  # large p steps so that p visibly moves in a few iterations
-    opts["ada_target"] = float(extra.get("ada-target", -2.0))  # below any sign mean: p rises every 4 steps
+    opts.ada_kimg = 0.1  # large p steps so that p visibly moves in a few iterations
+    opts.ada_target = float(extra.get("ada-target", -2.0))  # below any sign mean: p rises every 4 steps
     trainer = make_trainer(opts, strategy)
     os.makedirs(run_dir, exist_ok=True)
     if "dump-first-batch" in extra:    # this worker's replicas' rows of the first global batch
@@ -182,7 +182,7 @@ def main(argv):
                 os.kill(os.getpid(), signal.SIGKILL)
             return merge(prefixes, prefix, *a, **k)
         functional_saver.gen_io_ops.merge_v2_checkpoints = killing_merge
-    resume = checkpoint.resolve_resume(run_dir if "resume" in extra else None, None)
+    resume = session.resume_source(run_dir if "resume" in extra else None, None)
     status = run_training(trainer, run_dir, resume=resume, is_chief=is_chief, tensorboard=False,
                           stop_at_step=int(extra["stop-at"]) if "stop-at" in extra else None, progress=False,
                           snapshot_fn=snapshot_fn if "snapshots" in extra else None, event_hook=hook)
@@ -212,7 +212,7 @@ def compare_strategies(steps=6, batch=8):
     oa = make_opts(batch=batch, replicas=1, steps=steps, aug="ada")
     ob = make_opts(batch=batch, batch_gpu=batch // 2, replicas=2, steps=steps, aug="ada")
     for o in (oa, ob):
-        o["ada_kimg"], o["ada_target"] = 0.1, -2.0
+        o.ada_kimg, o.ada_target = 0.1, -2.0
     ta = make_trainer(oa, default, log=lambda *a: None)
     w0 = weights_of(ta)
     tb = make_trainer(ob, mirrored, log=lambda *a: None)
@@ -247,8 +247,8 @@ def check_sanitise_after_reduction():
     r1 = np.array([2.0, 5.0, 3.0, 1.0, 0.25, 0, 0, 0], np.float32)
     for loss_scaling in (False, True):
         opts = make_opts(batch=8, batch_gpu=4, replicas=2, steps=4, aug="noaug")
-        opts["loss_scaling"] = loss_scaling
-        opts["loss_scale_kwargs"] = dict(initial_scale=4.0, growth_interval=2000)
+        opts.loss_scaling = loss_scaling
+        opts.loss_scale_kwargs = dict(initial_scale=4.0, growth_interval=2000)
         t = make_trainer(opts, strategy, log=lambda *a: None)
         bias = [i for i, v in enumerate(t._vars["D"]) if tuple(v.shape) == (8,)]
         assert len(bias) == 1, [tuple(v.shape) for v in t._vars["D"]]

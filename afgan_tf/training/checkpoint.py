@@ -1,4 +1,4 @@
-"""Training checkpoints: full training state with ``tf.train.CheckpointManager`` and resume resolution.
+"""Training checkpoints: the full training state with ``tf.train.CheckpointManager``.
 
 A checkpoint holds G, D, G_ema, both optimisers (Adam slots and iteration counters), the augmentation pipe
 (its ``p``), and the loop state variables (step, cur_nimg, tick, tick_start_nimg, ADA accumulators, pl_mean,
@@ -11,13 +11,7 @@ complete, and ``CheckpointManager`` then updates the ``checkpoint`` state file w
 killed during a save therefore leaves the state file pointing at the previous, complete checkpoint.
 :func:`verify_checkpoint` reads a checkpoint's index back to check it is loadable.
 
-Resume order (``resolve_resume``):
-  1. ``--resume=PATH`` with PATH a run directory, a ``checkpoints/`` directory or a checkpoint prefix
-     (``.../ckpt-12``): the full state is restored (kimg, ADA p, EMA, optimisers continue exactly);
-  2. ``--resume=FILE.pkl|FILE.npz``: weights only (G, D, G_ema), like the original's ``--resume``;
-  3. no ``--resume`` and ``--outdir`` is an existing run directory: continue it in place from its latest
-     checkpoint (from scratch in place if it has none yet);
-  4. otherwise a fresh run in a new numbered directory.
+The resume order (which source a run starts from) is decided in one place, ``session.prepare``.
 """
 import os
 
@@ -54,31 +48,6 @@ def latest_checkpoint(path):
     if os.path.exists(path + ".index"):
         return path
     return None
-
-
-def resolve_resume(resume, outdir):
-    """Decide how to start (see the module docstring for the order)."""
-    from afgan_tf.training.options import is_run_dir
-    if resume:
-        low = resume.lower()
-        if low.endswith(".pkl") or low.endswith(".npz"):
-            if low.startswith(("http://", "https://")):
-                raise FileNotFoundError(f"--resume={resume}: URLs are not downloaded (offline); "
-                                        f"pass a local file")
-            if not os.path.isfile(resume):
-                raise FileNotFoundError(f"--resume={resume}: file not found")
-            return ResumeSpec("weights", path=resume)
-        ckpt = latest_checkpoint(resume)
-        if ckpt is None:
-            if os.path.exists(resume):
-                raise FileNotFoundError(f"--resume={resume}: no checkpoint found there (expected a run directory "
-                                        f"with {CKPT_DIR}/, a checkpoints directory, a prefix like ckpt-3, or a "
-                                        f".pkl/.npz network file)")
-            raise FileNotFoundError(f"--resume={resume}: no such file or directory")
-        return ResumeSpec("full", path=ckpt)
-    if outdir and is_run_dir(outdir):
-        return ResumeSpec("inplace", path=latest_checkpoint(outdir), run_dir=outdir)
-    return ResumeSpec("fresh")
 
 
 def verify_checkpoint(prefix, expected_keys=()):

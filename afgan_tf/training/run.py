@@ -116,14 +116,14 @@ def run_training(trainer, run_dir, *, resume=None, is_chief=True, ckpt_ticks=1, 
       is_chief: only the chief writes logs, grids, snapshots and the run's checkpoints.
       ckpt_ticks: save a checkpoint every this many ticks (and at snapshots, at the end and on a stop request).
       snapshot_fn: ``(path, trainer) -> None`` writes ``network-snapshot-*.npz`` (None: skipped).
-      metrics_fn: ``(name, trainer, run_dir) -> dict`` for each name in ``opts['metrics']``.
+      metrics_fn: ``(name, trainer, run_dir) -> dict`` for each name in ``config.metrics``.
       real_grid: ``(images, labels)`` of the real grid for ``reals.png`` (None: skipped).
       stop_at_step: act as if a stop request arrived in the iteration that reaches this global step.
       progress: draw a progress bar (default: when stdout is a terminal).
       event_hook: ``(event, trainer) -> None`` at 'stats' (after a tick's stats line), 'checkpoint' (before a
         save) and 'saved' (after it) — for tests that kill the process at these points.
     """
-    o = trainer.opts
+    o = trainer.config
     log = trainer.log
     hook = event_hook or (lambda event, tr: None)
     if progress is None:
@@ -169,8 +169,8 @@ def run_training(trainer, run_dir, *, resume=None, is_chief=True, ckpt_ticks=1, 
                 log(f"Saved checkpoint {path} ({reason})")
             hook("saved", trainer)
 
-        total_nimg = int(round(o["total_kimg"] * 1000))
-        tick_nimg = o["kimg_per_tick"] * 1000
+        total_nimg = int(round(o.total_kimg * 1000))
+        tick_nimg = o.kimg_per_tick * 1000
         done = trainer.cur_nimg >= total_nimg
         if is_chief and trainer.step == 0:
             run.initial_grids()
@@ -181,8 +181,8 @@ def run_training(trainer, run_dir, *, resume=None, is_chief=True, ckpt_ticks=1, 
             run.final_snapshot_if_missing()
         if not done:
             trainer.make_iterator()
-            log(f"Training for {o['total_kimg']:g} kimg (batch {o['batch_size']}, "
-                f"{trainer.strategy.num_replicas_in_sync} replica(s), batch_gpu {o['batch_gpu']}) ...")
+            log(f"Training for {o.total_kimg:g} kimg (batch {o.batch_size}, "
+                f"{trainer.strategy.num_replicas_in_sync} replica(s), batch_gpu {o.batch_gpu}) ...")
         any_stop = _make_agree_fn(trainer.strategy)
         timings = run.timings
         while not done:
@@ -237,9 +237,9 @@ class _Run:
         self.collector, self.snapshot_fn, self.metrics_fn, self.real_grid = collector, snapshot_fn, metrics_fn, \
             real_grid
         self.hook = hook
-        o = trainer.opts
-        self.gw, self.gh = stats_lib.grid_size(o["G_kwargs"]["img_resolution"], max_images=max_grid_images)
-        self.grid_z = np.random.RandomState(o["random_seed"] + 123).randn(self.gw * self.gh,
+        o = trainer.config
+        self.gw, self.gh = stats_lib.grid_size(o.G_kwargs["img_resolution"], max_images=max_grid_images)
+        self.grid_z = np.random.RandomState(o.random_seed + 123).randn(self.gw * self.gh,
                                                                           trainer.G.z_dim).astype(np.float32)
         self.grid_c = None
         if trainer.c_dim and real_grid is not None and real_grid[1] is not None:
@@ -274,7 +274,7 @@ class _Run:
 
     def tick_end(self, done, total_nimg):
         """Stats line, grids / snapshot / metrics when due; closes the tick. Returns whether it was a snapshot."""
-        t, o, c = self.t, self.t.opts, self.collector
+        t, o, c = self.t, self.t.config, self.collector
         now = time.time()
         tick_sec = now - self.tick_start_time
         tick_kimg = (t.cur_nimg - t.tick_start_nimg) / 1000
@@ -302,18 +302,18 @@ class _Run:
             c.set("Resources/peak_gpu_mem_gb", gpu_gb)
         self.maint_start = time.time()
         kimg = t.cur_nimg / 1000
-        snap = done or t.cur_tick % o["network_snapshot_ticks"] == 0
+        snap = done or t.cur_tick % o.network_snapshot_ticks == 0
         if self.is_chief:
             self.writer.write(c.as_dict(), kimg)
             self.hook("stats", t)
-            if done or t.cur_tick % o["image_snapshot_ticks"] == 0:
+            if done or t.cur_tick % o.image_snapshot_ticks == 0:
                 self._grid(f"fakes{t.cur_nimg // 1000:06d}.png", kimg)
             if snap and self.snapshot_fn is not None:
                 self.snapshot_fn(self._snapshot_path(), t)
-            if snap and o["metrics"]:  # metrics are not collective: the chief computes them on G_ema
+            if snap and o.metrics:  # metrics are not collective: the chief computes them on G_ema
                 if self.metrics_fn is None:
                     raise RuntimeError("--metrics given but no metric implementation is available")
-                for name in o["metrics"]:
+                for name in o.metrics:
                     result = self.metrics_fn(name, t, self.run_dir)
                     if result is not None:
                         with open(os.path.join(self.run_dir, f"metric-{name}.jsonl"), "a") as fh:

@@ -36,6 +36,7 @@ from afgan_tf.networks.layers import tf_variable
 from afgan_tf.training.optim import make_optimizer
 from afgan_tf.training.options import construct_class
 from afgan_tf.training.phases import PHASE_SEEDS, PHASES, accumulate, per_sample_stats, replica_slice
+from afgan_tf.training.trainer_state import TrainerState
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,45 +58,45 @@ def _local(strategy, x):
     return [t.numpy() for t in strategy.experimental_local_results(x)]
 
 
-class Trainer:
+class Trainer(TrainerState):
     """Networks, optimisers, phase steps and loop state for one training run.
 
     Args:
-      opts: resolved option dict (``options.resolve_options``).
+      config: the :class:`~afgan_tf.training.options.TrainConfig`.
       strategy: a ``tf.distribute.Strategy``.
       dataset_fn: ``(global_batch, seed, skip_batches) -> tf.data.Dataset`` of global batches
         ``(images float32 NHWC in [-1, 1] [global_batch, ...], labels [global_batch, c_dim])``, its order a function
         of the seed, the first ``skip_batches`` batches skipped; the trainer slices it per replica.
       make_generator / make_discriminator: ``kwargs -> Keras model`` (default: ``afgan_tf.networks``).
-      make_augment_pipe: ``opts -> augment pipe or None`` (default: ``afgan_tf.training.augment``).
+      make_augment_pipe: ``config -> augment pipe or None`` (default: ``afgan_tf.training.augment``).
       latents: optional ``(step, phase) -> (z [batch, z_dim], c [batch, c_dim] or None)`` for the global batch
         (the seam; default: stateless normal z of ``(seed, step, phase)``, c a permutation of the real labels).
       observer: optional ``record -> None`` called after each phase (see :meth:`train_iteration`).
       log: print-like function.
     """
 
-    def __init__(self, opts, strategy, *, dataset_fn, make_generator=None, make_discriminator=None,
+    def __init__(self, config, strategy, *, dataset_fn, make_generator=None, make_discriminator=None,
                  make_augment_pipe=None, latents=None, observer=None, log=print):
-        self.opts = opts
+        self.config = config
         self.strategy = strategy
         self.dataset_fn = dataset_fn
-        self.make_generator = make_generator or default_generator(opts)
-        self.make_discriminator = make_discriminator or default_discriminator(opts)
+        self.make_generator = make_generator or default_generator(config)
+        self.make_discriminator = make_discriminator or default_discriminator(config)
         self.make_augment_pipe = make_augment_pipe or _default_augment_pipe
         self.latents = latents
         self.observer = observer
         self.log = log
-        self.batch_size = opts["batch_size"]
-        self.batch_gpu = opts["batch_gpu"]
-        self.per_replica = opts["per_replica_batch"]
-        self.num_chunks = opts["num_accumulation"]
-        self.c_dim = opts["G_kwargs"].get("c_dim", 0)
-        self.r1_gamma = opts["loss_kwargs"]["r1_gamma"]
-        self.D_reg_interval = opts["D_reg_interval"]
+        self.batch_size = config.batch_size
+        self.batch_gpu = config.batch_gpu
+        self.per_replica = config.per_replica_batch
+        self.num_chunks = config.num_accumulation
+        self.c_dim = config.G_kwargs.get("c_dim", 0)
+        self.r1_gamma = config.loss_kwargs["r1_gamma"]
+        self.D_reg_interval = config.D_reg_interval
         if strategy.num_replicas_in_sync * self.per_replica != self.batch_size:
             raise ValueError(f"batch {self.batch_size} != replicas {strategy.num_replicas_in_sync} × per-replica "
                              f"batch {self.per_replica}; resolve the options with the strategy's replica count")
-        self.G_reg_interval = opts.get("G_reg_interval") if opts["loss_kwargs"].get("pl_weight", 0) else None
+        self.G_reg_interval = config.G_reg_interval if config.loss_kwargs.get("pl_weight", 0) else None
         self.step = 0
         self.cur_nimg = 0
         self.cur_tick = 0
@@ -106,45 +107,45 @@ class Trainer:
 
     def build(self):
         """Create networks, optimisers, state variables and compile the phase steps (inside strategy.scope())."""
-        o = self.opts
+        o = self.config
         import keras
         _preload_custom_ops()
-        keras.utils.set_random_seed(o["random_seed"])   # identical start on every worker and after a restart
+        keras.utils.set_random_seed(o.random_seed)   # identical start on every worker and after a restart
         with self.strategy.scope():
-            self.G = self.make_generator(copy.deepcopy(o["G_kwargs"]))
-            self.D = self.make_discriminator(copy.deepcopy(o["D_kwargs"]))
-            self.G_ema = self.make_generator(copy.deepcopy(o["G_kwargs"]))
-            self.ema = EmaUpdater(self.G_ema, self.G, self.batch_size, o["ema_kimg"], o["ema_rampup"])
+            self.G = self.make_generator(copy.deepcopy(o.G_kwargs))
+            self.D = self.make_discriminator(copy.deepcopy(o.D_kwargs))
+            self.G_ema = self.make_generator(copy.deepcopy(o.G_kwargs))
+            self.ema = EmaUpdater(self.G_ema, self.G, self.batch_size, o.ema_kimg, o.ema_rampup)
             for ve, v, _ in self.ema.pairs:
                 ve.assign(v)
-            self.augment_pipe = self.make_augment_pipe(o) if o["aug"] != "noaug" else None
-            if self.augment_pipe is not None and o["aug"] == "fixed":
-                self.augment_pipe.p.assign(o["augment_p"])
-            lk = dict(o["loss_kwargs"])
-            self.loss = construct_class(o.get("loss_class", "afgan_tf.training.loss.StyleGAN2Loss"), self.G, self.D,
-                                        self.augment_pipe, **lk, seed=o["random_seed"] + 2)
+            self.augment_pipe = self.make_augment_pipe(o) if o.aug != "noaug" else None
+            if self.augment_pipe is not None and o.aug == "fixed":
+                self.augment_pipe.p.assign(o.augment_p)
+            lk = dict(o.loss_kwargs)
+            self.loss = construct_class(o.loss_class, self.G, self.D,
+                                        self.augment_pipe, **lk, seed=o.random_seed + 2)
             self._vars = dict(G=self.G.trainable_variables, D=self.D.trainable_variables)
             if not self._vars["G"] or not self._vars["D"]:
                 raise ValueError("G and D must have trainable variables")
-            self.G_opt = make_optimizer(self._vars["G"], **o["G_opt_kwargs"], name="G_opt")
-            self.D_opt = make_optimizer(self._vars["D"], **o["D_opt_kwargs"], name="D_opt")
+            self.G_opt = make_optimizer(self._vars["G"], **o.G_opt_kwargs, name="G_opt")
+            self.D_opt = make_optimizer(self._vars["D"], **o.D_opt_kwargs, name="D_opt")
             i64 = dict(dtype=tf.int64, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
             self.state = dict(
                 step=tf.Variable(0, name="step", **i64), cur_nimg=tf.Variable(0, name="cur_nimg", **i64),
                 cur_tick=tf.Variable(0, name="cur_tick", **i64),
                 tick_start_nimg=tf.Variable(0, name="tick_start_nimg", **i64),
-                seed=tf.Variable(o["random_seed"], name="seed", **i64),
+                seed=tf.Variable(o.random_seed, name="seed", **i64),
                 batch_size=tf.Variable(self.batch_size, name="batch_size", **i64),
             )
-            ada_mode = o["aug"] if self.augment_pipe is not None else "noaug"
+            ada_mode = o.aug if self.augment_pipe is not None else "noaug"
             self.ada = AdaController(None if self.augment_pipe is None else self.augment_pipe.p,
-                                     target=o["ada_target"] if o["ada_target"] is not None else 0.6,
-                                     interval=o["ada_interval"], kimg=o["ada_kimg"], batch=self.batch_size,
+                                     target=o.ada_target if o.ada_target is not None else 0.6,
+                                     interval=o.ada_interval, kimg=o.ada_kimg, batch=self.batch_size,
                                      mode=ada_mode, name="ada")
             self.loss_scales = {}
-            if o.get("loss_scaling"):
+            if o.loss_scaling:
                 for phase in ("Gmain", "Dmain", "Dreg") + (("Greg",) if self.G_reg_interval else ()):
-                    self.loss_scales[phase] = LossScale(**o.get("loss_scale_kwargs", {}), name=f"loss_scale_{phase}")
+                    self.loss_scales[phase] = LossScale(**o.loss_scale_kwargs, name=f"loss_scale_{phase}")
         self._opt = dict(G=self.G_opt, D=self.D_opt)
         # The loss module's tapes watch the backing tf.Variables (tape.watch refuses Keras 3 Variable wrappers).
         self._watch = {k: [tf_variable(v) for v in vs] for k, vs in self._vars.items()}
@@ -186,14 +187,14 @@ class Trainer:
         zs = cs = [None] * nc
         if spec.uses_z:
             if z is None:
-                seed = tf.stack([tf.cast(self.opts["random_seed"], tf.int64),
+                seed = tf.stack([tf.cast(self.config.random_seed, tf.int64),
                                  tf.cast(step, tf.int64) * 8 + PHASE_SEEDS[phase]])
                 z = tf.random.stateless_normal([self.batch_size, self.G.z_dim], seed=seed)     # [B, z_dim]
             zs = chunks(replica_slice(tf.cast(z, tf.float32), self.per_replica))
             if c is not None:
                 cs = chunks(replica_slice(tf.cast(c, tf.float32), self.per_replica))
             elif self.c_dim:   # a stateless random permutation of the real labels
-                seed = tf.stack([tf.cast(self.opts["random_seed"], tf.int64),
+                seed = tf.stack([tf.cast(self.config.random_seed, tf.int64),
                                  tf.cast(step, tf.int64) * 8 + PHASE_SEEDS[phase] + 4])
                 perm = tf.argsort(tf.random.stateless_uniform([self.per_replica], seed=seed))
                 cs = chunks(tf.gather(tf.cast(labels, tf.float32), perm))
@@ -266,7 +267,7 @@ class Trainer:
         """Distributed iterator positioned at ``self.step``: the global stream of ``dataset_fn`` (a function of seed
         and step) with the first ``step`` global batches skipped, sliced per replica
         (``distribute.per_replica_slices``: the same order for every strategy and worker count)."""
-        start_step, seed, B = self.step, self.opts["random_seed"], self.batch_size
+        start_step, seed, B = self.step, self.config.random_seed, self.batch_size
 
         def ds_fn(ctx):
             return per_replica_slices(self.dataset_fn(B, seed, start_step), ctx, B)
@@ -356,60 +357,6 @@ class Trainer:
             return 0.0
         return float(tf.convert_to_tensor(self.augment_pipe.p).numpy())
 
-    # -- state <-> checkpoint --------------------------------------------------------------------------------------
-
-    def checkpoint_objects(self):
-        objs = dict(G=self.G, D=self.D, G_ema=self.G_ema, G_opt=self.G_opt, D_opt=self.D_opt, **self.state)
-        objs["pl_mean"] = self.loss.pl_mean
-        objs["loss_rng"] = self.loss.rng
-        objs["ada"] = self.ada
-        for phase, ls in self.loss_scales.items():
-            objs[f"loss_scale_{phase}"] = ls
-        if self.augment_pipe is not None:
-            objs["augment_p"] = self.augment_pipe.p
-            if isinstance(getattr(self.augment_pipe, "rng", None), tf.random.Generator):
-                objs["augment_rng"] = self.augment_pipe.rng
-        return objs
-
-    def push_state(self):
-        """Python loop state -> checkpointed variables."""
-        st = self.state
-        st["step"].assign(self.step)
-        st["cur_nimg"].assign(self.cur_nimg)
-        st["cur_tick"].assign(self.cur_tick)
-        st["tick_start_nimg"].assign(self.tick_start_nimg)
-
-    def pull_state(self):
-        """Checkpointed variables -> Python loop state (after a restore)."""
-        st = self.state
-        if int(st["seed"].numpy()) != self.opts["random_seed"]:
-            raise ValueError(f"checkpoint was written with --seed={int(st['seed'].numpy())}, the options say "
-                             f"{self.opts['random_seed']}")
-        if int(st["batch_size"].numpy()) != self.batch_size:
-            raise ValueError(f"checkpoint was written with --batch={int(st['batch_size'].numpy())}, the options say "
-                             f"{self.batch_size}; the data order and EMA would not continue exactly")
-        self.step = int(st["step"].numpy())
-        self.cur_nimg = int(st["cur_nimg"].numpy())
-        self.cur_tick = int(st["cur_tick"].numpy())
-        self.tick_start_nimg = int(st["tick_start_nimg"].numpy())
-
-    def load_weights(self, path, networks=None):
-        """``--resume=PKL|NPZ``: copy G, D, G_ema weights (buffers included) from a network file (``networks``: the
-        file's ``convert.load_network`` result when already read)."""
-        from afgan_tf import convert
-        nets = networks if networks is not None else convert.load_network(path)
-        copied = []
-        for key, net in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
-            src = nets.get(key) if isinstance(nets, dict) else None
-            if src is None:
-                continue
-            sd = src.original_state_dict() if hasattr(src, "original_state_dict") else src
-            net.load_original_state_dict(sd, strict=False)
-            copied.append(key)
-        if not copied:
-            raise ValueError(f"--resume={path}: the file holds none of G, D, G_ema")
-        return copied
-
     def generate_grid(self, z, c=None, batch=None):
         """G_ema images for a fixed latent grid (numpy, [N, R, R, C])."""
         batch = batch or self.batch_gpu
@@ -427,22 +374,17 @@ class Trainer:
 # Defaults wired to the rest of the package.
 
 
-def default_generator(opts):
-    """``kwargs -> generator`` of the class the options name (``G_class``; older options: from ``cfg`` with
-    ``networks.presets.generator_class``)."""
-    if "G_class" in opts:
-        return lambda kwargs: construct_class(opts["G_class"], **kwargs)
-    from afgan_tf.networks import presets
-    cls = presets.generator_class(opts["cfg"])
-    return lambda kwargs: cls(**kwargs)
+def default_generator(config):
+    """``kwargs -> generator`` of the class the config names (``G_class``; runs older than the field: the
+    generator of ``cfg``, filled in by ``TrainConfig``)."""
+    return lambda kwargs: construct_class(config.G_class, **kwargs)
 
 
-def default_discriminator(opts):
-    """``kwargs -> discriminator`` of the class the options name (``D_class``)."""
-    name = opts.get("D_class", "afgan_tf.networks.discriminator.Discriminator")
-    return lambda kwargs: construct_class(name, **kwargs)
+def default_discriminator(config):
+    """``kwargs -> discriminator`` of the class the config names (``D_class``)."""
+    return lambda kwargs: construct_class(config.D_class, **kwargs)
 
 
-def _default_augment_pipe(opts):
+def _default_augment_pipe(config):
     from afgan_tf.training import augment
-    return augment.AugmentPipe(p=0.0, seed=opts["random_seed"] + 1, **augment.BGC)
+    return augment.AugmentPipe(p=0.0, seed=config.random_seed + 1, **augment.BGC)
