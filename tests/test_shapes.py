@@ -159,3 +159,16 @@ def test_metric_registry_and_training_hook(cache, tmp_path):
     assert rec["results"]["shapes_eqt"] > 40  # the toy generator is translation-equivariant
     path = metric_main.report_metric(rec, str(tmp_path), tensorboard=False)
     assert json.loads(open(path).read())["results"]["shapes_valid"] == 0.0
+
+
+def test_cached_build_uses_a_complete_dataset_another_process_wrote(tmp_path):
+    from afgan_tf.data import tfrecord
+    dest = str(tmp_path / "ds")
+    sd.write_dataset(dest, 4, 16, seed=1)                       # "another process" finished first
+    before = sorted(os.listdir(dest))
+    tfrecord.write_unless_done(dest, lambda: sd.write_dataset(dest, 4, 16, seed=2))
+    assert sorted(os.listdir(dest)) == before and tfrecord.read_metadata(dest)["count"] == 4
+    blocker = str(tmp_path / "file")
+    open(blocker, "w").close()                                  # not a dataset: the writer's error stands
+    with pytest.raises(FileExistsError):
+        tfrecord.write_unless_done(blocker, lambda: sd.write_dataset(blocker, 4, 16))

@@ -149,18 +149,17 @@ def default_dataset(resolution=64, num_images=2048, cache_dir=None, seed=0, shar
         if shrink > 1 and (id(img), shrink) not in cache:
             ffhqu.crop_square_pil(img, (img.size[0] / 2, img.size[1] / 2), 2 * shrink * resolution, resolution,
                                   shrink_cache=cache)
-    try:
+    def make(p):
+        crop = ffhqu.crop_square_pil(p[1], p[2], p[3], resolution, shrink_cache=cache)
+        return crop, encode_png(crop)
+
+    def write():
         with tfrecord.DatasetWriter(dest, resolution, 3, 0, shards, "png", False, meta) as w, \
                 concurrent.futures.ThreadPoolExecutor(2) as pool:
-            def make(p):
-                crop = ffhqu.crop_square_pil(p[1], p[2], p[3], resolution, shrink_cache=cache)
-                return crop, encode_png(crop)
-
             for (name, _, _, _), (crop, png) in zip(plans, pool.map(make, plans)):
                 w.add(crop, None, name, png=png)
-    except FileExistsError:
-        if not tfrecord.is_tfrecord_dataset(dest):  # another process finished first: use its result
-            raise
+
+    tfrecord.write_unless_done(dest, write)
     if verbose:
         print(f"afgan_tf: built default dataset ({num_images} images, {resolution}x{resolution}, "
               f"{time.time() - t0:.1f} s) at {dest}", file=sys.stdout, flush=True)

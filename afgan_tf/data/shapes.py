@@ -195,11 +195,7 @@ def shapes_dataset(count=DEFAULT_COUNT, resolution=DEFAULT_RES, seed=DEFAULT_SEE
     if tfrecord.is_tfrecord_dataset(dest):
         return dest
     t0 = time.time()
-    try:
-        write_dataset(dest, count, resolution, seed, shards=2)
-    except FileExistsError:
-        if not tfrecord.is_tfrecord_dataset(dest):  # another process finished first: use its result
-            raise
+    tfrecord.write_unless_done(dest, lambda: write_dataset(dest, count, resolution, seed, shards=2))
     if verbose:
         print(f"afgan_tf: built shapes dataset ({count} images, {resolution}x{resolution}, "
               f"{time.time() - t0:.1f} s) at {dest}", file=sys.stdout, flush=True)

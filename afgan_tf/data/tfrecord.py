@@ -49,6 +49,17 @@ def is_tfrecord_dataset(path):
         return False
 
 
+def write_unless_done(dest, write):
+    """Runs ``write()``, which writes the dataset at ``dest`` with a :class:`DatasetWriter`; when another process
+    completed ``dest`` first (the writer's ``FileExistsError`` with a complete dataset there), its result is used.
+    For cached datasets built on first use by several processes at once."""
+    try:
+        write()
+    except FileExistsError:
+        if not is_tfrecord_dataset(dest):
+            raise
+
+
 def read_metadata(path):
     meta_path = os.path.join(path, META_NAME)
     try:
