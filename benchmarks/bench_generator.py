@@ -13,6 +13,9 @@ runs — exported once, then loaded and called in a clean process that never imp
 median. With ``--original JSON`` (written by ../shared/bench/official_timings.py on THIS host in the same
 sitting), "orig/ours" = the original's median / ours for the matching case (g64_fwd_b1, g256_fwd_b1,
 g64_fwdbwd_b4). The header prints the host CPU model, ISA flags and the op library's compiled / chosen level.
+``--profile`` adds, per case and impl (not savedmodel), where the time of one call goes: the TF profiler's time per op
+type and the convolutions' GFLOP and GFLOP/s (on a CPU the 3×3 convolutions dominate the generator from 64² on;
+see docs/custom_ops.md "Where the generator's time goes").
 
 Usage:
     python benchmarks/bench_generator.py --quick                 # the 64x64 cases, fewer repetitions
@@ -125,7 +128,61 @@ def _make_g(name):
     return G, z
 
 
-def run_case(name, reps, budget_s, jit=False):
+CONV_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
+
+
+def conv_gflop(graph):
+    """GFLOP (2 per multiply-add) of the convolutions in a traced graph; each backward conv = its forward's."""
+    total = 0
+    for op in graph.get_operations():
+        if op.type not in CONV_OPS:
+            continue
+        w = op.inputs[1].shape if op.type != "Conv2DBackpropFilter" else None
+        out = op.outputs[0].shape if op.type == "Conv2D" else op.inputs[2].shape     # forward output / dy
+        if op.type == "Conv2DBackpropFilter":
+            w = op.outputs[0].shape
+        if not (out.is_fully_defined() and w.is_fully_defined()):
+            continue
+        total += 2 * out.num_elements() * w[0] * w[1] * w[2]
+    return total / 1e9
+
+
+def profile_ops(call):
+    """Runs call() once under the TF profiler; returns {op type: ms} over TF's compute threads (or {} when the
+    profiler's trace format is unavailable)."""
+    import collections
+    import glob
+    import tempfile
+    import tensorflow as tf
+    try:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        return {}
+    logdir = tempfile.mkdtemp(prefix="bench_generator_prof_")
+    tf.profiler.experimental.start(logdir)
+    call()
+    tf.profiler.experimental.stop()
+    files = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    times = collections.Counter()
+    if files:
+        space = xplane_pb2.XSpace()
+        with open(files[0], "rb") as fh:
+            space.ParseFromString(fh.read())
+        for plane in space.planes:
+            names = {k: v.name for k, v in plane.event_metadata.items()}
+            for line in plane.lines:
+                if not line.name.startswith("tf_Compute"):
+                    continue
+                for ev in line.events:
+                    op = names.get(ev.metadata_id, "?").split(":")[-1]
+                    if op not in ("Process", "StartRegion", "StopRegion", "Record", "ExecutorDoneCallback"):
+                        times[op] += ev.duration_ps / 1e9
+    import shutil
+    shutil.rmtree(logdir, ignore_errors=True)
+    return dict(times.most_common())
+
+
+def run_case(name, reps, budget_s, jit=False, profile=False):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, ROOT)
     import numpy as np
@@ -152,12 +209,29 @@ def run_case(name, reps, budget_s, jit=False):
 
     rss_setup = rss_mib()
     warmup, times = _time_calls(step, z, reps, budget_s)
+    prof = None
+    if profile:
+        ops = profile_ops(lambda: tf.nest.map_structure(lambda t: t.numpy(), step(z)))
+        prof = dict(ops_ms=ops, conv_gflop=conv_gflop(step.get_concrete_function(z).graph))
     from afgan_tf.ops import _common, build_info
     used = "ref" if jit else _common.resolve_impl("auto", "filtered_lrelu")  # what the network's ops actually ran
     print(json.dumps(dict(case=name, batch=batch, num_params=num_params, warmup_s=warmup, times_s=times,
                           min_s=min(times), median_s=float(np.median(times)), rss_after_setup_mib=rss_setup,
                           peak_rss_mib=rss_mib(), ops_used=used, isa=build_info()["chosen"] if used == "custom" else None,
-                          loadavg=os.getloadavg())))
+                          loadavg=os.getloadavg(), profile=prof)))
+
+
+def profile_line(prof):
+    """One line: total profiled op time, the convolutions' share and GFLOP/s, the next biggest op types."""
+    ops = prof.get("ops_ms") or {}
+    if not ops:
+        return "  profile: unavailable (TF profiler trace format not found)"
+    total = sum(ops.values())
+    conv = sum(v for k, v in ops.items() if k in CONV_OPS)
+    rate = prof["conv_gflop"] / (conv / 1e3) if conv else 0.0
+    rest = ", ".join(f"{k} {v:.0f} ms" for k, v in ops.items() if k not in CONV_OPS and v >= 0.02 * total)
+    return (f"  profile (one call, op time summed over threads {total:.0f} ms): convolutions {conv:.0f} ms "
+            f"({100 * conv / total:.0f} %, {prof['conv_gflop']:.1f} GFLOP at {rate:.0f} GFLOP/s); {rest}")
 
 
 # ----------------------------------------------------------------------------------------------- parent process
@@ -170,6 +244,8 @@ def main():
     ap.add_argument("--budget", type=float, default=None, help="time budget per case in s (default 120 / 40)")
     ap.add_argument("--quick", action="store_true", help="64x64 cases only, fewer repetitions")
     ap.add_argument("--json", default=None, help="also write all results to this JSON file (atomically)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print where one call's time goes (op types, convolution GFLOP/s)")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_mode", default="run", help=argparse.SUPPRESS)
     ap.add_argument("--_dir", default=None, help=argparse.SUPPRESS)
@@ -182,7 +258,7 @@ def main():
         elif args._mode == "savedmodel":
             run_savedmodel(args._child, args._dir, reps, budget)
         else:
-            run_case(args._child, reps, budget, jit=args._mode == "xla")
+            run_case(args._child, reps, budget, jit=args._mode == "xla", profile=args.profile)
         return
     cases = args.cases.split(",") if args.cases else [c for c in all_cases() if not args.quick or "64_" in c]
     for c in cases:
@@ -206,7 +282,7 @@ def main():
         for impl in impls:
             env = dict(os.environ, AFGAN_TF_FORCE_REF="0" if impl == "auto" else "1", TF_CPP_MIN_LOG_LEVEL="3")
             cmd = [sys.executable, os.path.abspath(__file__), "--_child", case, "--reps", str(reps),
-                   "--budget", str(budget)]
+                   "--budget", str(budget)] + (["--profile"] if args.profile else [])
             if impl == "savedmodel":
                 if "fwd_" not in case or "fwdbwd" in case:
                     continue
@@ -243,6 +319,8 @@ def main():
                 orig = f"{'n/a':>9} {'':>9} {'':>8}"
             print(f"{case:<20} {label:<15} {r['min_s']:9.3f} {r['median_s']:9.3f} {r['peak_rss_mib']:9.0f} {speedup} "
                   f"{orig}", flush=True)
+            if r.get("profile"):
+                print(profile_line(r["profile"]), flush=True)
     import shutil
     shutil.rmtree(tmp_root, ignore_errors=True)
     print(f"load average at the end: {os.getloadavg()} (2 cores). auto* = the compiled op library was unavailable, "
