@@ -158,6 +158,23 @@ def test_corrupt_resume_pickle_is_one_line_exit_1(content, tmp_path, tiny_data, 
     assert _numbered_dirs(out) == []                         # no numbered run directory left behind
 
 
+@pytest.mark.parametrize("labels, words", [([["000.png", 1]], "no label for image '001.png'"),
+                                           ([1, 2, 3], "list of [relative path, label] pairs"),
+                                           ({"000.png": 1}, "list of [relative path, label] pairs")])
+def test_bad_dataset_labels_are_one_line_exit_2(labels, words, tmp_path, tiny_data, capsys):
+    import shutil
+    data = tmp_path / "labelled"
+    shutil.copytree(tiny_data, data)
+    (data / "dataset.json").write_text(json.dumps({"labels": labels}))
+    out = tmp_path / "runs"
+    rc, o, err = _run_inprocess(["--cfg=stylegan3-t", "--batch=4", "--gamma=1", "--mbstd-group=2", "--cond=1",
+                                 f"--data={data}", f"--outdir={out}"], capsys)
+    assert rc == 2, o + err
+    lines = [l for l in err.splitlines() if l.startswith("Error:")]
+    assert len(lines) == 1 and words in lines[0] and "dataset.json" in lines[0] and "Traceback" not in err, err
+    assert _numbered_dirs(out) == []
+
+
 def test_outdir_under_a_regular_file_is_one_line(tmp_path, tiny_data, capsys):
     f = tmp_path / "afile"
     f.write_text("x")

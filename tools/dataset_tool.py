@@ -34,15 +34,12 @@ def main(argv):
     from afgan_tf.data.build import build_dataset
 
     def body():
-        try:
-            res = build_dataset(FLAGS.source, FLAGS.dest, resolution=FLAGS.resolution, transform=FLAGS.transform,
-                                channels=int(FLAGS.channels), max_images=FLAGS.max_images,
-                                ffhq_json=FLAGS.ffhq_json, ffhqu=FLAGS.ffhqu, random_shift=FLAGS.random_shift,
-                                seed=FLAGS.seed, shards=FLAGS.shards, strict=FLAGS.strict, overwrite=FLAGS.overwrite,
-                                encoding=FLAGS.encoding, min_size=FLAGS.min_size, workers=FLAGS.workers,
-                                progress=FLAGS.progress, max_pixels=FLAGS.max_pixels)
-        except KeyError as e:  # a label missing from dataset.json
-            raise ValueError(e.args[0] if e.args else str(e)) from None
+        res = build_dataset(FLAGS.source, FLAGS.dest, resolution=FLAGS.resolution, transform=FLAGS.transform,
+                            channels=int(FLAGS.channels), max_images=FLAGS.max_images,
+                            ffhq_json=FLAGS.ffhq_json, ffhqu=FLAGS.ffhqu, random_shift=FLAGS.random_shift,
+                            seed=FLAGS.seed, shards=FLAGS.shards, strict=FLAGS.strict, overwrite=FLAGS.overwrite,
+                            encoding=FLAGS.encoding, min_size=FLAGS.min_size, workers=FLAGS.workers,
+                            progress=FLAGS.progress, max_pixels=FLAGS.max_pixels)
         conv = sum(res["converted"].values())
         print(f"{res['written']} images written to {os.path.abspath(FLAGS.dest)}; {len(res['skipped'])} skipped"
               + (f"; {conv} converted" if conv else ""))

@@ -76,14 +76,15 @@ class ImageFolder:
         labels = obj.get("labels") if isinstance(obj, dict) else None
         if labels is None:
             return None
-        table = {str(k).replace("\\", "/"): v for k, v in labels}
-        return table
+        if not isinstance(labels, list) or not all(isinstance(e, list) and len(e) == 2 for e in labels):
+            raise ValueError(f"{where}: \"labels\" must be null or a list of [relative path, label] pairs")
+        return {str(k).replace("\\", "/"): v for k, v in labels}
 
     def label_for(self, name):
         if self.raw_labels is None:
             return None
         if name not in self.raw_labels:
-            raise KeyError(f"{self.path}/{LABELS_NAME}: no label for image {name!r}")
+            raise ValueError(f"{self.path}/{LABELS_NAME}: no label for image {name!r}")
         return self.raw_labels[name]
 
     def labels(self, names=None):
