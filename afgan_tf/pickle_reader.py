@@ -523,9 +523,36 @@ def _check_tuple_depth(fh, max_depth):
         fh.seek(0)
 
 
+class _BoundedReader:
+    """The file as the unpicklers see it: a read of more bytes than remain (a FRAME or BINBYTES8 length field
+    claiming exabytes in a 12-byte file) is refused in words before anything is allocated."""
+
+    def __init__(self, fh, file_bytes):
+        self._fh, self._size = fh, file_bytes
+
+    def read(self, n=-1):
+        if n is not None and n >= 0:
+            pos = self._fh.tell()
+            if n > self._size - pos:
+                raise PickleLimitError(f"corrupt or truncated pickle: a length field asks for {n} bytes at offset {pos}"
+                                       f" but the file has {self._size} bytes")
+        return self._fh.read(n)
+
+    def readline(self, size=-1):
+        return self._fh.readline(size)
+
+    def seek(self, *args):
+        return self._fh.seek(*args)
+
+    def tell(self):
+        return self._fh.tell()
+
+
 def _load(fh, limits, file_bytes):
     """One read with the limits; nesting beyond the stack becomes a :class:`PickleLimitError`."""
     limits = limits or DEFAULT_LIMITS
+    if file_bytes > 0:
+        fh = _BoundedReader(fh, file_bytes)
     try:
         _check_tuple_depth(fh, limits.max_depth)
         return SafeUnpickler(fh, limits, file_bytes).load()

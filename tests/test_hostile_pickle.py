@@ -63,6 +63,11 @@ HOSTILE = {
     "truncated": (lambda: H.dumps({"G": [1, 2, 3]})[:-4], "truncated"),
     "empty_file": (lambda: b"", "corrupt or truncated"),
     "not_a_pickle": (lambda: b"\x80\x04hello world, not a pickle", "corrupt|Memo|opcode"),
+    # length fields claiming far more than the file holds (12-byte files): refused before any allocation
+    "huge_frame": (lambda: b"\x80\x04\x95" + (2 ** 62).to_bytes(8, "little") + b".",
+                   "asks for 4611686018427387904 bytes at offset 11 but the file has 12 bytes"),
+    "huge_binbytes8": (lambda: b"\x80\x04\x8e" + (2 ** 62).to_bytes(8, "little") + b".",
+                       "asks for 4611686018427387904 bytes .* the file has 12 bytes"),
 }
 
 
