@@ -8,8 +8,7 @@ constructor kwargs (the original's ``G_kwargs`` / ``D_kwargs`` plus ``c_dim, img
 ``generator_class(cfg)`` returns the class to build (StyleGAN3 ``Generator`` or ``stylegan2.Generator``).
 """
 
-CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2", "stylegan2-fourier")
-STYLEGAN2_CONFIGS = ("stylegan2", "stylegan2-fourier")
+from ..configs import CONFIGS, STYLEGAN2_CONFIGS
 
 __all__ = ["CONFIGS", "STYLEGAN2_CONFIGS", "generator_kwargs", "discriminator_kwargs", "magnitude_ema_beta",
            "generator_class"]

@@ -15,7 +15,7 @@ import os
 import re
 from typing import Optional
 
-CONFIGS = ("stylegan3-t", "stylegan3-r", "stylegan2", "stylegan2-fourier")  # last: paper config b (ours)
+from ..configs import CONFIGS
 AUG_MODES = ("noaug", "ada", "fixed")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 
