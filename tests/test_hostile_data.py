@@ -173,3 +173,31 @@ def test_zip_source_entry_bomb_refused_before_inflating(tmp_path, monkeypatch):
     monkeypatch.setattr(zipfile.ZipFile, "read", read)
     res = build_dataset(zpath, str(tmp_path / "ds"), max_pixels=256, progress=False, log=lambda m: None)
     assert res["written"] == 2 and dict(res["skipped"])["zbomb.png"].startswith("zip entry inflates to 17825792")
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda m: {**m, "format_version": "1"}, "'format_version' must be an integer"),
+    (lambda m: {**m, "resolution": "16"}, "'resolution' must be an integer >= 1"),
+    (lambda m: {**m, "count": -1}, "'count' must be an integer >= 0"),
+    (lambda m: {k: v for k, v in m.items() if k != "label_dim"}, "'label_dim' must be an integer"),
+    (lambda m: {**m, "shards": "data.tfrecord"}, "'shards' must be a list"),
+    (lambda m: {**m, "shards": [{"file": "x"}]}, "'shards' must be a list"),
+    (lambda m: {**m, "shards": [{**m["shards"][0], "file": "../../etc/passwd"}]}, "not a name inside"),
+    (lambda m: {**m, "count": m["count"] + 1}, "the shards hold 8 images but 'count' is 9"),
+])
+def test_our_dataset_metadata_is_validated_in_one_line(tmp_path, edit, words):
+    """A hand-edited or hostile dataset.json of our format: one ValueError naming the file and the field (was a
+    KeyError / TypeError / AttributeError traceback for most of these)."""
+    import json
+    from afgan_tf.data import dataset_info, shapes, tfrecord
+    dest = str(tmp_path / "ds")
+    shapes.write_dataset(dest, 8, 16)
+    meta_path = os.path.join(dest, tfrecord.META_NAME)
+    meta = json.load(open(meta_path))
+    assert dataset_info(dest)["count"] == 8                          # the untouched file reads back
+    with open(meta_path, "w") as fh:
+        json.dump(edit(meta), fh)
+    with pytest.raises(ValueError) as ei:
+        dataset_info(dest)
+    msg = str(ei.value)
+    assert words in msg and meta_path in msg and "\n" not in msg, msg

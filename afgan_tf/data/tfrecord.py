@@ -60,6 +60,29 @@ def write_unless_done(dest, write):
             raise
 
 
+def _is_int(v, lo=0):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _check_metadata(meta, where):
+    """The fields readers use, with their types (a hand-edited or hostile file: one ValueError naming the field)."""
+    for key, lo in (("resolution", 1), ("channels", 1), ("count", 0), ("label_dim", 0)):
+        if not _is_int(meta.get(key), lo):
+            raise ValueError(f"{where}: {key!r} must be an integer >= {lo}, got {meta.get(key)!r:.60}")
+    if "format_version" in meta and not _is_int(meta["format_version"]):
+        raise ValueError(f"{where}: 'format_version' must be an integer >= 0, got {meta['format_version']!r:.60}")
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("file"), str) and _is_int(e.get("count")) for e in shards):
+        raise ValueError(f"{where}: 'shards' must be a list of {{\"file\": name, \"count\": n}} objects")
+    for e in shards:
+        if os.path.isabs(e["file"]) or ".." in e["file"].replace("\\", "/").split("/"):
+            raise ValueError(f"{where}: shard file {e['file']!r:.100} is not a name inside the dataset directory")
+    if sum(e["count"] for e in shards) != meta["count"]:
+        raise ValueError(f"{where}: the shards hold {sum(e['count'] for e in shards)} images but 'count' is "
+                         f"{meta['count']}")
+
+
 def read_metadata(path):
     meta_path = os.path.join(path, META_NAME)
     try:
@@ -69,9 +92,12 @@ def read_metadata(path):
         raise FileNotFoundError(f"{meta_path}: no dataset metadata (not an afgan-tf dataset directory)") from None
     except ValueError as e:
         raise ValueError(f"{meta_path}: invalid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    _check_metadata(meta, meta_path)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{meta_path}: format_version {meta['format_version']} is newer than supported "
                          f"({FORMAT_VERSION})")
     for s in meta["shards"]:
