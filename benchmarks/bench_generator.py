@@ -173,10 +173,15 @@ def profile_ops(call):
             for line in plane.lines:
                 if not line.name.startswith("tf_Compute"):
                     continue
-                for ev in line.events:
+                end = -1                           # only top-level events (an op's own ParallelFor etc. nest)
+                for ev in sorted(line.events, key=lambda e: e.offset_ps):
                     op = names.get(ev.metadata_id, "?").split(":")[-1]
-                    if op not in ("Process", "StartRegion", "StopRegion", "Record", "ExecutorDoneCallback"):
-                        times[op] += ev.duration_ps / 1e9
+                    if op in ("Process", "StartRegion", "StopRegion", "Record", "ExecutorDoneCallback"):
+                        continue
+                    if ev.offset_ps < end:
+                        continue
+                    end = ev.offset_ps + ev.duration_ps
+                    times[op] += ev.duration_ps / 1e9
     import shutil
     shutil.rmtree(logdir, ignore_errors=True)
     return dict(times.most_common())
