@@ -198,3 +198,41 @@ def test_generator_keras_file_same_images_in_fresh_process(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     np.testing.assert_array_equal(np.load(out), ref)
+
+
+# ---------------------------------------------------------------------------------------------- global Keras policy
+
+@pytest.fixture
+def mixed_float16_policy():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("make_g", [
+    lambda: Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=64, channel_max=8),
+    lambda: StyleGAN2Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=64,
+                               channel_max=8, mapping_kwargs=dict(num_layers=2))], ids=["stylegan3", "stylegan2"])
+def test_networks_ignore_a_global_mixed_precision_policy(make_g, mixed_float16_policy):
+    """Under keras.mixed_precision's ``mixed_float16`` global policy the networks keep their own precision: float32
+    variables and the very same outputs as under the default policy (it used to fail in the input layer's matmul)."""
+    z = _rand(2, 8)
+    G = make_g()
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=64, channel_max=8,
+                      epilogue_kwargs=dict(mbstd_group_size=2))
+    img = G(z, noise_mode="const") if isinstance(G, StyleGAN2Generator) else G(z)
+    logits = D(img)
+    assert img.dtype == tf.float32 and logits.dtype == tf.float32
+    assert {v.dtype for v in G.weights + D.weights} == {"float32"}
+    assert {l.dtype_policy.name for l in G._flatten_layers()} == {"float32"}
+    keras.mixed_precision.set_global_policy("float32")
+    G2, D2 = make_g(), Discriminator(**D.get_config())
+    img2 = G2(z, noise_mode="const") if isinstance(G2, StyleGAN2Generator) else G2(z)
+    D2(img2)
+    for a, b in zip(G2.weights + D2.weights, G.weights + D.weights):
+        a.assign(b)
+    img2 = G2(z, noise_mode="const") if isinstance(G2, StyleGAN2Generator) else G2(z)
+    np.testing.assert_array_equal(img2.numpy(), img.numpy())
+    np.testing.assert_array_equal(D2(img2).numpy(), logits.numpy())

@@ -16,6 +16,8 @@ attributes named like the original's modules (``fc0``, ``L0_36_512``, ``b64``...
 by those names, and ``tf.train.Checkpoint`` paths are built from them.
 Variables are stored in TF layout: dense ``[in, out]``, conv ``[kh, kw, in, out]``; buffers as in the original.
 """
+import functools
+import inspect
 import json
 import math
 
@@ -112,8 +114,23 @@ def _const_init(value):
 
 
 def register(cls=None, name=None):
-    """``keras.saving.register_keras_serializable`` with this package's namespace (``afgan_tf>Name``)."""
+    """``keras.saving.register_keras_serializable`` with this package's namespace (``afgan_tf>Name``).
+
+    Also pins the layer's Keras dtype policy to float32 unless a ``dtype`` is passed: the networks define their own
+    precision (float32 weights and math, float16 only in the layers the original runs in fp16, docs/ALGORITHM.md
+    §3.6), so a global ``keras.mixed_precision`` policy such as ``mixed_float16`` must not recast them (it made the
+    input layer's matmuls mix float16 and float32 and fail)."""
     def wrap(c):
+        init = c.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            if kwargs.get("dtype") is None and self.dtype_policy.name != "float32":
+                self.dtype_policy = "float32"
+
+        __init__.__signature__ = inspect.signature(init)      # Keras reads the constructor's arguments from it
+        c.__init__ = __init__
         return keras.saving.register_keras_serializable(package="afgan_tf", name=name or c.__name__)(c)
     return wrap(cls) if cls is not None else wrap
 
