@@ -84,6 +84,22 @@ def write_json_atomic(path, obj, indent=2):
     write_atomic(path, json.dumps(obj, indent=indent, sort_keys=True) + "\n")
 
 
+def read_json_object(path, name=None, missing="no such file"):
+    """The JSON object (dict) in ``path``; one-line errors that start with ``name`` (default: the path):
+    ``FileNotFoundError`` ("<name>: <missing>"), ``ValueError`` for invalid JSON or a top level that is no object."""
+    name = name or path
+    try:
+        with open(path) as fh:
+            obj = json.load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: {missing}") from None
+    except ValueError as e:
+        raise ValueError(f"{name}: invalid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{name}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def format_time(seconds):
     """``42s``, ``3m 05s``, ``2h 07m 09s``, ``1d 03h 07m`` (the original's ``dnnlib.util.format_time`` layout, used in
     the training tick line and the metric records' ``total_time_str``)."""

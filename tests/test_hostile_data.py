@@ -201,3 +201,19 @@ def test_our_dataset_metadata_is_validated_in_one_line(tmp_path, edit, words):
         dataset_info(dest)
     msg = str(ei.value)
     assert words in msg and meta_path in msg and "\n" not in msg, msg
+
+
+def test_json_inputs_are_objects_or_one_line_errors(tmp_path):
+    """utils.read_json_object: the one reader of our JSON inputs (dataset metadata, --ffhq-json)."""
+    from afgan_tf import utils
+    from afgan_tf.data import sources
+    p = tmp_path / "x.json"
+    for text, words in (("[1, 2]", "expected a JSON object, got list"), ("{bad", "invalid JSON"),
+                        ("3", "expected a JSON object, got int")):
+        p.write_text(text)
+        with pytest.raises(ValueError, match=f"^--ffhq-json {p}: {words}"):
+            sources.ffhq_items(str(tmp_path), str(p))
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'none.json'}: no such file$"):
+        utils.read_json_object(str(tmp_path / "none.json"))
+    p.write_text('{"a": [1]}')
+    assert utils.read_json_object(str(p)) == {"a": [1]}

@@ -13,6 +13,7 @@ import zipfile
 
 import numpy as np
 
+from ..utils import read_json_object
 from .images import BadImageError, is_image_name
 
 LABELS_NAME = "dataset.json"
@@ -140,15 +141,7 @@ def ffhq_items(source, json_path):
 
     Entries whose file is missing get ``path=None`` (reported by the tool as skipped).
     """
-    try:
-        with open(json_path) as fh:
-            meta = json.load(fh)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--ffhq-json {json_path}: no such file") from None
-    except ValueError as e:
-        raise ValueError(f"--ffhq-json {json_path}: invalid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"--ffhq-json {json_path}: expected an object keyed by image index")
+    meta = read_json_object(json_path, f"--ffhq-json {json_path}")   # an object keyed by image index
     items = []
     for key in sorted(meta, key=lambda k: int(k)):
         entry = meta[key]

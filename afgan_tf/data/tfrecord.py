@@ -26,7 +26,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from ..utils import replace_dir_atomic, write_atomic
+from ..utils import read_json_object, replace_dir_atomic, write_atomic
 
 FORMAT = "afgan-tf-tfrecord"
 FORMAT_VERSION = 1
@@ -85,15 +85,7 @@ def _check_metadata(meta, where):
 
 def read_metadata(path):
     meta_path = os.path.join(path, META_NAME)
-    try:
-        with open(meta_path) as fh:
-            meta = json.load(fh)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{meta_path}: no dataset metadata (not an afgan-tf dataset directory)") from None
-    except ValueError as e:
-        raise ValueError(f"{meta_path}: invalid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_json_object(meta_path, missing="no dataset metadata (not an afgan-tf dataset directory)")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     _check_metadata(meta, meta_path)
